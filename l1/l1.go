@@ -1,0 +1,412 @@
+package l1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// ErrInvalidConfig is returned (wrapped) by New for a Config it cannot use.
+var ErrInvalidConfig = errors.New("l1: invalid config")
+
+// Item is a value from the next tier with its absolute expiry.
+type Item struct {
+	// Value is the key's string value. Ownership passes to the L1 with the
+	// return from Getter.Get: nobody may modify it afterwards. L1 charges
+	// cap(Value) bytes for it, so a Getter should not hand over a slice of
+	// a larger shared buffer.
+	Value []byte
+	// Expires is the instant the key expires in the next tier; the zero
+	// Time means never.
+	Expires time.Time
+}
+
+// Getter is the next tier (the breaker, then L2).
+//
+// Get returns key's value. found == false with a nil error is a miss (no
+// such key); L1 does not cache misses. A non-nil error is returned to L1's
+// caller unchanged and nothing is cached. key is only read during the call.
+// The returned Item.Value is owned by the L1 afterwards and is never
+// modified by anyone.
+type Getter interface {
+	Get(ctx context.Context, key []byte) (item Item, found bool, err error)
+}
+
+// GetterFunc adapts a function to a Getter.
+type GetterFunc func(ctx context.Context, key []byte) (Item, bool, error)
+
+// Get calls f(ctx, key).
+func (f GetterFunc) Get(ctx context.Context, key []byte) (Item, bool, error) {
+	return f(ctx, key)
+}
+
+// Config configures a Cache. The zero value of every field selects its
+// default.
+type Config struct {
+	// MaxBytes bounds the memory held by entries: keys, values and a fixed
+	// per-entry overhead, each rounded up to the Go allocator's size
+	// classes (--l1-max-bytes). Each shard gets MaxBytes/Shards. Default
+	// 64 MiB.
+	MaxBytes int64
+
+	// TTL caps how long an entry is served without asking the next tier
+	// (--l1-ttl): an entry is fresh until min(Item.Expires, fill time +
+	// TTL). Default 10s.
+	TTL time.Duration
+
+	// Shards is the number of independently locked shards, a power of two.
+	// Default 64, or fewer so that each shard has at least 64 KiB.
+	Shards int
+
+	// MaxItemBytes is the largest entry (key, value and overhead, as
+	// charged against MaxBytes) that is kept; larger values are returned
+	// but not cached. It must lie between the per-entry overhead and
+	// MaxBytes/Shards. Default MaxBytes/Shards/4.
+	MaxItemBytes int64
+
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultMaxBytes  = 64 << 20
+	defaultTTL       = 10 * time.Second
+	defaultShards    = 64
+	minDefaultBudget = 64 << 10 // per-shard bytes below which the default shard count halves
+)
+
+// Stats is a snapshot of a Cache's counters. Counters only grow; Entries and
+// Bytes are current values.
+type Stats struct {
+	Hits          uint64 // Gets answered from L1
+	Misses        uint64 // Gets that asked the next tier (absent, expired or stale in L1)
+	Fills         uint64 // entries inserted after a miss
+	FillsDropped  uint64 // fetched values not inserted: Invalidate or Flush ran during the fetch
+	TooLarge      uint64 // fetched values not kept: entry larger than MaxItemBytes
+	Evictions     uint64 // entries removed to keep a shard within its byte budget
+	Expirations   uint64 // entries removed because they reached Item.Expires
+	Refreshes     uint64 // entries removed on access because the TTL cap passed
+	Invalidations uint64 // entries removed by Invalidate
+	Flushed       uint64 // entries removed by Flush
+	NextErrors    uint64 // errors from the next tier, returned to the caller
+
+	Entries  int64 // entries held
+	Bytes    int64 // bytes charged for the entries held
+	MaxBytes int64 // the configured bound (Shards * per-shard budget)
+	Shards   int
+}
+
+// entry is the value stored in simplelru for each key.
+type entry struct {
+	value []byte
+	// deadline is when the entry stops being served, in nanoseconds since
+	// Cache.epoch: min(Item.Expires, fill time + TTL).
+	deadline int64
+	// expires is true if the deadline is Item.Expires (the key is gone in
+	// the next tier then), false if it is the TTL cap.
+	expires bool
+	// promoted is the shard's tick when the entry last went to the front
+	// of the LRU list.
+	promoted uint64
+}
+
+// shardState is one shard: a simplelru core and its accounting, all guarded
+// by mu.
+type shardState struct {
+	mu  sync.Mutex
+	lru *simplelru.LRU[string, *entry]
+	gen uint64 // incremented by Invalidate and Flush
+	// tick counts moves to the front of the LRU list. An entry that went
+	// to the front at tick p is at most tick-p places from it.
+	tick  uint64
+	bytes int64
+
+	hits, misses, fills, fillsDropped uint64
+	evictions, expirations, refreshes uint64
+	invalidations, flushed            uint64
+}
+
+// shard pads shardState to a multiple of 128 bytes so that neighbouring
+// shards' locks do not share a cache line.
+type shard struct {
+	shardState
+	_ [128 - unsafe.Sizeof(shardState{})%128]byte
+}
+
+// Cache is a sharded, byte-bounded, read-through LRU. It is safe for
+// concurrent use.
+type Cache struct {
+	next     Getter
+	shards   []shard
+	mask     uint64
+	seed     maphash.Seed
+	budget   int64 // bytes per shard
+	maxItem  int64
+	ttl      time.Duration
+	now      func() time.Time
+	epoch    time.Time
+	tooLarge atomic.Uint64
+	errors   atomic.Uint64
+}
+
+// New returns a Cache that reads through to next.
+func New(next Getter, cfg Config) (*Cache, error) {
+	if next == nil {
+		return nil, fmt.Errorf("%w: nil Getter", ErrInvalidConfig)
+	}
+	if cfg.MaxBytes < 0 {
+		return nil, fmt.Errorf("%w: negative MaxBytes %d", ErrInvalidConfig, cfg.MaxBytes)
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = defaultMaxBytes
+	}
+	if cfg.TTL < 0 {
+		return nil, fmt.Errorf("%w: negative TTL %v", ErrInvalidConfig, cfg.TTL)
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = defaultTTL
+	}
+	switch {
+	case cfg.Shards < 0 || cfg.Shards&(cfg.Shards-1) != 0:
+		return nil, fmt.Errorf("%w: Shards %d is not a power of two", ErrInvalidConfig, cfg.Shards)
+	case cfg.Shards == 0:
+		cfg.Shards = defaultShards
+		for cfg.Shards > 1 && cfg.MaxBytes/int64(cfg.Shards) < minDefaultBudget {
+			cfg.Shards /= 2
+		}
+	}
+	budget := cfg.MaxBytes / int64(cfg.Shards)
+	if cfg.MaxItemBytes < 0 {
+		return nil, fmt.Errorf("%w: negative MaxItemBytes %d", ErrInvalidConfig, cfg.MaxItemBytes)
+	}
+	if cfg.MaxItemBytes == 0 {
+		cfg.MaxItemBytes = budget / 4
+	}
+	if cfg.MaxItemBytes > budget {
+		return nil, fmt.Errorf("%w: MaxItemBytes %d exceeds the per-shard budget %d (MaxBytes %d / Shards %d)",
+			ErrInvalidConfig, cfg.MaxItemBytes, budget, cfg.MaxBytes, cfg.Shards)
+	}
+	if cfg.MaxItemBytes < entryOverhead {
+		return nil, fmt.Errorf("%w: MaxItemBytes %d is below the per-entry overhead %d (MaxBytes %d, Shards %d): nothing could be cached",
+			ErrInvalidConfig, cfg.MaxItemBytes, entryOverhead, cfg.MaxBytes, cfg.Shards)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+
+	c := &Cache{
+		next:    next,
+		shards:  make([]shard, cfg.Shards),
+		mask:    uint64(cfg.Shards - 1),
+		seed:    maphash.MakeSeed(),
+		budget:  budget,
+		maxItem: cfg.MaxItemBytes,
+		ttl:     cfg.TTL,
+		now:     cfg.Now,
+	}
+	c.epoch = c.now()
+	for i := range c.shards {
+		c.shards[i].lru = newLRU()
+	}
+	return c, nil
+}
+
+func newLRU() *simplelru.LRU[string, *entry] {
+	// The count bound is never reached: shards evict by bytes themselves.
+	lru, err := simplelru.NewLRU[string, *entry](math.MaxInt, nil)
+	if err != nil {
+		panic(err) // only for a non-positive size
+	}
+	return lru
+}
+
+// unsafeString views b as a string without copying. The result must not
+// outlive b or be retained: simplelru's Get, Peek and Remove only use it for
+// a map lookup.
+func unsafeString(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+func (c *Cache) shardIndex(key []byte) int {
+	return int(maphash.Bytes(c.seed, key) & c.mask)
+}
+
+func (c *Cache) shardOf(key []byte) *shard {
+	return &c.shards[c.shardIndex(key)]
+}
+
+// clock returns t as nanoseconds since c.epoch.
+func (c *Cache) clock(t time.Time) int64 {
+	return int64(t.Sub(c.epoch))
+}
+
+// Get returns key's value from L1 if it is fresh, else from the next tier,
+// keeping a copy in L1 when it fits. The returned slice must not be modified
+// by the caller; it stays valid after later calls (L1 never reuses it).
+// Errors from the next tier are returned unchanged.
+func (c *Cache) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	s := c.shardOf(key)
+	now := c.now()
+	t := c.clock(now)
+
+	s.mu.Lock()
+	if e, ok := s.lru.Peek(unsafeString(key)); ok {
+		if t < e.deadline {
+			s.hits++
+			s.promote(key, e)
+			s.mu.Unlock()
+			return e.value, true, nil
+		}
+		s.lru.Remove(unsafeString(key))
+		s.bytes -= entrySize(len(key), cap(e.value))
+		if e.expires {
+			s.expirations++
+		} else {
+			s.refreshes++
+		}
+	}
+	s.misses++
+	gen := s.gen
+	s.mu.Unlock()
+
+	item, found, err := c.next.Get(ctx, key)
+	if err != nil {
+		c.errors.Add(1)
+		return nil, false, err
+	}
+	if !found {
+		return nil, false, nil
+	}
+	c.fill(s, gen, key, item, now, t)
+	return item.Value, true, nil
+}
+
+// promote moves a hit entry to the front of the LRU list unless it is
+// already in the front quarter, which a hit on a hot key usually finds: it
+// saves the list update, which touches three other entries' memory. An
+// entry is evicted from the back, so this keeps the LRU order of every
+// entry that could be evicted before the front quarter is.
+func (s *shard) promote(key []byte, e *entry) {
+	if s.tick-e.promoted <= uint64(s.lru.Len()/4) {
+		return
+	}
+	s.lru.Get(unsafeString(key))
+	s.tick++
+	e.promoted = s.tick
+}
+
+// fill inserts key's item, fetched after the shard's generation was gen at
+// time now (t on c's clock), unless the entry is too large, already expired,
+// or the shard was invalidated since.
+func (c *Cache) fill(s *shard, gen uint64, key []byte, item Item, now time.Time, t int64) {
+	size := entrySize(len(key), cap(item.Value))
+	if size > c.maxItem {
+		c.tooLarge.Add(1)
+		return
+	}
+	e := &entry{value: item.Value, deadline: t + int64(c.ttl)}
+	if !item.Expires.IsZero() {
+		left := item.Expires.Sub(now)
+		if left <= 0 {
+			return // expired already: the caller gets it, L1 does not keep it
+		}
+		if left < c.ttl {
+			e.deadline, e.expires = t+int64(left), true
+		}
+	}
+	k := string(key)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen {
+		s.fillsDropped++
+		return
+	}
+	if old, ok := s.lru.Peek(k); ok {
+		// A concurrent reader filled the key first; replace its entry.
+		s.bytes -= entrySize(len(k), cap(old.value))
+	}
+	s.tick++
+	e.promoted = s.tick
+	s.lru.Add(k, e)
+	s.bytes += size
+	s.fills++
+	for s.bytes > c.budget {
+		k, old, ok := s.lru.RemoveOldest()
+		if !ok {
+			break
+		}
+		s.bytes -= entrySize(len(k), cap(old.value))
+		if old.expires && old.deadline <= t {
+			s.expirations++
+		} else {
+			s.evictions++
+		}
+	}
+}
+
+// Invalidate removes key from L1 and makes any fetch of a key of its shard
+// that is in flight drop its result. The proxy calls it after every write
+// to L2, before replying.
+func (c *Cache) Invalidate(key []byte) {
+	s := c.shardOf(key)
+	s.mu.Lock()
+	s.gen++
+	if e, ok := s.lru.Peek(unsafeString(key)); ok {
+		s.lru.Remove(unsafeString(key))
+		s.bytes -= entrySize(len(key), cap(e.value))
+		s.invalidations++
+	}
+	s.mu.Unlock()
+}
+
+// Flush removes every entry and makes every fetch in flight drop its
+// result. The proxy calls it after FLUSHDB/FLUSHALL.
+func (c *Cache) Flush() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.gen++
+		s.flushed += uint64(s.lru.Len())
+		// A new LRU rather than Purge: Go maps do not shrink.
+		s.lru = newLRU()
+		s.bytes = 0
+		s.mu.Unlock()
+	}
+}
+
+// Stats returns a snapshot of c's counters. Shards are read one at a time,
+// so the totals are not from a single instant.
+func (c *Cache) Stats() Stats {
+	st := Stats{
+		TooLarge:   c.tooLarge.Load(),
+		NextErrors: c.errors.Load(),
+		MaxBytes:   c.budget * int64(len(c.shards)),
+		Shards:     len(c.shards),
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		st.Hits += s.hits
+		st.Misses += s.misses
+		st.Fills += s.fills
+		st.FillsDropped += s.fillsDropped
+		st.Evictions += s.evictions
+		st.Expirations += s.expirations
+		st.Refreshes += s.refreshes
+		st.Invalidations += s.invalidations
+		st.Flushed += s.flushed
+		st.Entries += int64(s.lru.Len())
+		st.Bytes += s.bytes
+		s.mu.Unlock()
+	}
+	return st
+}
