@@ -1,0 +1,37 @@
+# sidecache developer tasks. `make test` is what CI runs (see .ci/run).
+
+GO ?= go
+FUZZTIME ?= 15s
+
+.PHONY: test deps vet unit fuzz run bench
+
+# test installs what the tests need, then runs vet, the race-enabled tests
+# (unit, integration and differential) and a short run of each fuzz target.
+test: deps vet unit fuzz
+
+# deps installs Debian's redis-server and redis-tools, which the integration
+# and differential tests start, unless they are already on PATH.
+deps:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		echo "installing redis-server and redis-tools"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	fi
+	@redis-server --version
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./proxy/
+	$(GO) test -run '^$$' -fuzz '^FuzzGate$$' -fuzztime $(FUZZTIME) ./proxy/
+
+run:
+	$(GO) run ./cmd/sidecache
+
+bench:
+	./bench/compare.sh

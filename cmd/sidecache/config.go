@@ -1,0 +1,192 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sidecache/sidecache/proxy"
+)
+
+// config is sidecache's configuration: every field is a flag, and every
+// flag but --version can also be given as an environment variable
+// SIDECACHE_<NAME>, with the flag's dashes as underscores (--l1-max-bytes:
+// SIDECACHE_L1_MAX_BYTES). A flag on the command line wins over the
+// environment.
+type config struct {
+	Listen                 string
+	L1MaxBytes             int64
+	L1TTL                  time.Duration
+	L2MaxBytes             int64
+	L2Policy               string
+	MaxClients             int
+	ProtoMaxBulkLen        int64
+	MaxMultibulkLen        int64
+	ClientQueryBufferLimit int64
+	IdleTimeout            time.Duration
+	RequirePass            string
+	LogFormat              string
+	LogLevel               string
+	ShutdownTimeout        time.Duration
+	Version                bool
+}
+
+// envPrefix prefixes the environment variable of every flag.
+const envPrefix = "SIDECACHE_"
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// flagSet defines the flags, storing into c.
+func flagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("sidecache", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:6379", "TCP address for Redis clients")
+	sizeVar(fs, &c.L1MaxBytes, "l1-max-bytes", 64<<20, "memory bound of the in-process L1, counting keys, values and per-entry overhead (e.g. 64mb)")
+	fs.DurationVar(&c.L1TTL, "l1-ttl", 10*time.Second, "longest time L1 serves a value before asking L2 again")
+	sizeVar(fs, &c.L2MaxBytes, "l2-max-bytes", 256<<20, "memory bound of the embedded L2, entries and indexes (Redis maxmemory)")
+	fs.StringVar(&c.L2Policy, "l2-policy", "allkeys-lru", "what the embedded L2 does when full: allkeys-lru (evict) or noeviction (writes get -OOM)")
+	fs.IntVar(&c.MaxClients, "maxclients", 10000, "most simultaneous client connections (Redis maxclients)")
+	sizeVar(fs, &c.ProtoMaxBulkLen, "proto-max-bulk-len", 512<<20, "longest single argument (Redis proto-max-bulk-len)")
+	fs.Int64Var(&c.MaxMultibulkLen, "max-multibulk-len", 1<<20, "most arguments in one command")
+	sizeVar(fs, &c.ClientQueryBufferLimit, "client-query-buffer-limit", 1<<30, "largest pending command of one client (Redis client-query-buffer-limit)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close client connections idle this long; 0 never (Redis timeout)")
+	fs.StringVar(&c.RequirePass, "requirepass", "", "password clients must AUTH with; empty: none (Redis requirepass)")
+	fs.StringVar(&c.LogFormat, "log-format", "console", "log encoding: console or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let connections finish before closing them")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	return fs
+}
+
+// parseConfig reads the flags in args (without the program name) and the
+// environment through lookup (os.LookupEnv in main).
+func parseConfig(args []string, lookup func(string) (string, bool)) (*config, error) {
+	c := &config{}
+	fs := flagSet(c)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%v (see sidecache -help)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see sidecache -help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil || f.Name == "version" {
+			return
+		}
+		if v, ok := lookup(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("invalid value %q for environment variable %s: %v", v, envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	return c, c.validate()
+}
+
+// validate checks each flag on its own; the tiers' constructors check how
+// they combine (see serve).
+func (c *config) validate() error {
+	switch {
+	case c.L1MaxBytes <= 0:
+		return fmt.Errorf("--l1-max-bytes %d: must be positive", c.L1MaxBytes)
+	case c.L1TTL <= 0:
+		return fmt.Errorf("--l1-ttl %v: must be positive", c.L1TTL)
+	case c.L2MaxBytes <= 0:
+		return fmt.Errorf("--l2-max-bytes %d: must be positive", c.L2MaxBytes)
+	case c.L2Policy != "allkeys-lru" && c.L2Policy != "noeviction":
+		return fmt.Errorf("--l2-policy %q: want allkeys-lru or noeviction", c.L2Policy)
+	case c.MaxClients < 1:
+		return fmt.Errorf("--maxclients %d: must be at least 1", c.MaxClients)
+	case c.ProtoMaxBulkLen < proxy.MinProtoMaxBulkLen:
+		return fmt.Errorf("--proto-max-bulk-len %d: must be at least %d", c.ProtoMaxBulkLen, proxy.MinProtoMaxBulkLen)
+	case c.MaxMultibulkLen < 1 || c.MaxMultibulkLen > math.MaxInt32:
+		return fmt.Errorf("--max-multibulk-len %d: must be between 1 and %d", c.MaxMultibulkLen, math.MaxInt32)
+	case c.ClientQueryBufferLimit < proxy.MinClientQueryBufferLimit:
+		return fmt.Errorf("--client-query-buffer-limit %d: must be at least %d (1mb)", c.ClientQueryBufferLimit, proxy.MinClientQueryBufferLimit)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("--idle-timeout %v: must not be negative", c.IdleTimeout)
+	case c.LogFormat != "console" && c.LogFormat != "json":
+		return fmt.Errorf("--log-format %q: want console or json", c.LogFormat)
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("--shutdown-timeout %v: must not be negative", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// usage prints the flags and their environment variables.
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: sidecache [flags]\n\nEvery flag can also be set as an environment variable SIDECACHE_<FLAG>, e.g. --l1-max-bytes as %s;\na flag on the command line wins. Sizes take Redis's units: 1048576, 64mb, 1gb.\n\n", envName("l1-max-bytes"))
+	flagSet(&config{}).VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			fmt.Fprintf(w, "  --%s\n        %s\n", f.Name, f.Usage)
+			return
+		}
+		fmt.Fprintf(w, "  --%s (%s, default %q)\n        %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
+	})
+}
+
+// sizeValue is a byte size flag accepting Redis's memory units: a plain
+// number of bytes, or a number with k, kb, m, mb, g, gb (k = 1000,
+// kb = 1024, and so on), in any case.
+type sizeValue struct{ p *int64 }
+
+func sizeVar(fs *flag.FlagSet, p *int64, name string, def int64, usage string) {
+	*p = def
+	fs.Var(sizeValue{p}, name, usage)
+}
+
+func (v sizeValue) String() string {
+	if v.p == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*v.p, 10)
+}
+
+func (v sizeValue) Set(s string) error {
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*v.p = n
+	return nil
+}
+
+// parseSize parses a byte size with Redis's units (memtoull).
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mul    float64
+	}{
+		{"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30},
+		{"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"b", 1},
+	}
+	lower := strings.ToLower(strings.TrimSpace(s))
+	mul := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(lower, u.suffix) {
+			lower, mul = strings.TrimSuffix(lower, u.suffix), u.mul
+			break
+		}
+	}
+	n, err := strconv.ParseUint(lower, 10, 64)
+	if err != nil || float64(n)*mul > math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 1048576, 64mb, 1gb)", s)
+	}
+	return int64(float64(n) * mul), nil
+}
