@@ -9,15 +9,21 @@
 //
 // # Algorithm
 //
-// Keys are spread over a power-of-two number of shards by a seeded
+// Keys are spread over a power-of-two number of shards by a seeded 64-bit
 // hash/maphash of the key bytes. Each shard is golang-lru/v2's unlocked
 // simplelru core behind one mutex, with its own byte budget MaxBytes/Shards.
-// An entry is charged its key and value bytes rounded up to the Go allocator's
-// size classes plus a fixed per-entry overhead (the simplelru list element,
-// a worst-case share of the map's slot table, see size.go); inserting an
-// entry removes least recently used entries until the shard is within budget
-// again. Entries whose charge exceeds MaxItemBytes are returned to the caller
-// but not kept.
+// The LRU is keyed by the hash, and each entry keeps its key, promotion tick
+// and value in one buffer, so a hit touches the map, the list element and
+// that buffer; a lookup that finds another key under the same hash is a
+// miss, and its fill replaces the other key. An entry is charged its buffer,
+// rounded up to the Go allocator's size classes, plus a fixed per-entry
+// overhead (the simplelru list element and a worst-case share of the map's
+// slot table, see size.go); inserting an entry removes least recently used
+// entries until the shard is within budget again. A hit moves its entry to
+// the front of the list only if the entry is outside the front quarter
+// (known from the shard's count of moves to the front since the entry's
+// last one), which spares hot keys the list update. Entries whose charge
+// exceeds MaxItemBytes are returned to the caller but not kept.
 //
 // Each entry records one deadline: min(Item.Expires, fill time + TTL), where
 // fill time is taken before the next tier is asked. A Get before the deadline

@@ -1,7 +1,9 @@
 package l1
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -104,25 +106,50 @@ type Stats struct {
 	Shards   int
 }
 
-// entry is the value stored in simplelru for each key.
+// entry is the value stored in simplelru for each key, under the key's
+// 64-bit hash. Its key and value share one allocation with the tick at
+// which the entry last went to the front of the LRU list, so a hit reads
+// the list element and that one buffer.
 type entry struct {
-	value []byte
-	// deadline is when the entry stops being served, in nanoseconds since
-	// Cache.epoch: min(Item.Expires, fill time + TTL).
-	deadline int64
+	// buf is the promotion tick (tickLen bytes, read and written only
+	// under the shard lock), the key, then the value.
+	buf  []byte
+	klen int32
 	// expires is true if the deadline is Item.Expires (the key is gone in
 	// the next tier then), false if it is the TTL cap.
 	expires bool
-	// promoted is the shard's tick when the entry last went to the front
-	// of the LRU list.
-	promoted uint64
+	// deadline is when the entry stops being served, in nanoseconds since
+	// Cache.epoch: min(Item.Expires, fill time + TTL).
+	deadline int64
 }
+
+// tickLen is the size of the promotion tick at the start of entry.buf.
+const tickLen = 8
+
+func newEntry(key, value []byte) entry {
+	buf := make([]byte, tickLen+len(key)+len(value))
+	copy(buf[tickLen:], key)
+	copy(buf[tickLen+len(key):], value)
+	return entry{buf: buf, klen: int32(len(key))}
+}
+
+func (e entry) key() []byte { return e.buf[tickLen : tickLen+int(e.klen)] }
+
+// value returns the value, capped so that an append by the caller cannot
+// write into L1's buffer.
+func (e entry) value() []byte { return e.buf[tickLen+int(e.klen) : len(e.buf) : len(e.buf)] }
+
+func (e entry) promoted() uint64     { return binary.NativeEndian.Uint64(e.buf) }
+func (e entry) setPromoted(t uint64) { binary.NativeEndian.PutUint64(e.buf, t) }
+
+// size is the number of bytes the entry is charged.
+func (e entry) size() int64 { return entryOverhead + allocSize(len(e.buf)) }
 
 // shardState is one shard: a simplelru core and its accounting, all guarded
 // by mu.
 type shardState struct {
 	mu  sync.Mutex
-	lru *simplelru.LRU[string, *entry]
+	lru *simplelru.LRU[uint64, entry]
 	gen uint64 // incremented by Invalidate and Flush
 	// tick counts moves to the front of the LRU list. An entry that went
 	// to the front at tick p is at most tick-p places from it.
@@ -219,28 +246,31 @@ func New(next Getter, cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-func newLRU() *simplelru.LRU[string, *entry] {
+func newLRU() *simplelru.LRU[uint64, entry] {
 	// The count bound is never reached: shards evict by bytes themselves.
-	lru, err := simplelru.NewLRU[string, *entry](math.MaxInt, nil)
+	lru, err := simplelru.NewLRU[uint64, entry](math.MaxInt, nil)
 	if err != nil {
 		panic(err) // only for a non-positive size
 	}
 	return lru
 }
 
-// unsafeString views b as a string without copying. The result must not
-// outlive b or be retained: simplelru's Get, Peek and Remove only use it for
-// a map lookup.
-func unsafeString(b []byte) string {
-	return unsafe.String(unsafe.SliceData(b), len(b))
+// shardOf returns key's hash and its shard: the hash's low bits pick the
+// shard, and the whole hash is the key in the shard's LRU. Two keys with
+// the same hash share a slot: the entry holds its key, a lookup that finds
+// another key is a miss, and filling it replaces the other key.
+func (c *Cache) shardOf(key []byte) (uint64, *shard) {
+	h := maphash.Bytes(c.seed, key)
+	return h, &c.shards[h&c.mask]
 }
 
-func (c *Cache) shardIndex(key []byte) int {
-	return int(maphash.Bytes(c.seed, key) & c.mask)
-}
-
-func (c *Cache) shardOf(key []byte) *shard {
-	return &c.shards[c.shardIndex(key)]
+// lookup returns key's entry in s, if any.
+func (s *shard) lookup(h uint64, key []byte) (entry, bool) {
+	e, ok := s.lru.Peek(h)
+	if !ok || !bytes.Equal(e.key(), key) {
+		return entry{}, false
+	}
+	return e, true
 }
 
 // clock returns t as nanoseconds since c.epoch.
@@ -253,20 +283,20 @@ func (c *Cache) clock(t time.Time) int64 {
 // by the caller; it stays valid after later calls (L1 never reuses it).
 // Errors from the next tier are returned unchanged.
 func (c *Cache) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
-	s := c.shardOf(key)
+	h, s := c.shardOf(key)
 	now := c.now()
 	t := c.clock(now)
 
 	s.mu.Lock()
-	if e, ok := s.lru.Peek(unsafeString(key)); ok {
+	if e, ok := s.lookup(h, key); ok {
 		if t < e.deadline {
 			s.hits++
-			s.promote(key, e)
+			s.promote(h, e)
 			s.mu.Unlock()
-			return e.value, true, nil
+			return e.value(), true, nil
 		}
-		s.lru.Remove(unsafeString(key))
-		s.bytes -= entrySize(len(key), cap(e.value))
+		s.lru.Remove(h)
+		s.bytes -= e.size()
 		if e.expires {
 			s.expirations++
 		} else {
@@ -285,7 +315,7 @@ func (c *Cache) Get(ctx context.Context, key []byte) (value []byte, found bool, 
 	if !found {
 		return nil, false, nil
 	}
-	c.fill(s, gen, key, item, now, t)
+	c.fill(s, h, gen, key, item, now, t)
 	return item.Value, true, nil
 }
 
@@ -294,35 +324,35 @@ func (c *Cache) Get(ctx context.Context, key []byte) (value []byte, found bool, 
 // saves the list update, which touches three other entries' memory. An
 // entry is evicted from the back, so this keeps the LRU order of every
 // entry that could be evicted before the front quarter is.
-func (s *shard) promote(key []byte, e *entry) {
-	if s.tick-e.promoted <= uint64(s.lru.Len()/4) {
+func (s *shard) promote(h uint64, e entry) {
+	if s.tick-e.promoted() <= uint64(s.lru.Len()/4) {
 		return
 	}
-	s.lru.Get(unsafeString(key))
+	s.lru.Get(h)
 	s.tick++
-	e.promoted = s.tick
+	e.setPromoted(s.tick)
 }
 
-// fill inserts key's item, fetched after the shard's generation was gen at
-// time now (t on c's clock), unless the entry is too large, already expired,
-// or the shard was invalidated since.
-func (c *Cache) fill(s *shard, gen uint64, key []byte, item Item, now time.Time, t int64) {
-	size := entrySize(len(key), cap(item.Value))
-	if size > c.maxItem {
+// fill inserts a copy of key's item, fetched after the shard's generation
+// was gen at time now (t on c's clock), unless the entry is too large,
+// already expired, or the shard was invalidated since.
+func (c *Cache) fill(s *shard, h uint64, gen uint64, key []byte, item Item, now time.Time, t int64) {
+	if entrySize(len(key), len(item.Value)) > c.maxItem {
 		c.tooLarge.Add(1)
 		return
 	}
-	e := &entry{value: item.Value, deadline: t + int64(c.ttl)}
+	deadline, expires := t+int64(c.ttl), false
 	if !item.Expires.IsZero() {
 		left := item.Expires.Sub(now)
 		if left <= 0 {
 			return // expired already: the caller gets it, L1 does not keep it
 		}
 		if left < c.ttl {
-			e.deadline, e.expires = t+int64(left), true
+			deadline, expires = t+int64(left), true
 		}
 	}
-	k := string(key)
+	e := newEntry(key, item.Value)
+	e.deadline, e.expires = deadline, expires
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -330,21 +360,22 @@ func (c *Cache) fill(s *shard, gen uint64, key []byte, item Item, now time.Time,
 		s.fillsDropped++
 		return
 	}
-	if old, ok := s.lru.Peek(k); ok {
-		// A concurrent reader filled the key first; replace its entry.
-		s.bytes -= entrySize(len(k), cap(old.value))
+	if old, ok := s.lru.Peek(h); ok {
+		// A concurrent reader filled the key first (or a key with the same
+		// hash is there): replace its entry.
+		s.bytes -= old.size()
 	}
 	s.tick++
-	e.promoted = s.tick
-	s.lru.Add(k, e)
-	s.bytes += size
+	e.setPromoted(s.tick)
+	s.lru.Add(h, e)
+	s.bytes += e.size()
 	s.fills++
 	for s.bytes > c.budget {
-		k, old, ok := s.lru.RemoveOldest()
+		_, old, ok := s.lru.RemoveOldest()
 		if !ok {
 			break
 		}
-		s.bytes -= entrySize(len(k), cap(old.value))
+		s.bytes -= old.size()
 		if old.expires && old.deadline <= t {
 			s.expirations++
 		} else {
@@ -357,12 +388,12 @@ func (c *Cache) fill(s *shard, gen uint64, key []byte, item Item, now time.Time,
 // that is in flight drop its result. The proxy calls it after every write
 // to L2, before replying.
 func (c *Cache) Invalidate(key []byte) {
-	s := c.shardOf(key)
+	h, s := c.shardOf(key)
 	s.mu.Lock()
 	s.gen++
-	if e, ok := s.lru.Peek(unsafeString(key)); ok {
-		s.lru.Remove(unsafeString(key))
-		s.bytes -= entrySize(len(key), cap(e.value))
+	if e, ok := s.lookup(h, key); ok {
+		s.lru.Remove(h)
+		s.bytes -= e.size()
 		s.invalidations++
 	}
 	s.mu.Unlock()

@@ -346,7 +346,7 @@ func checkAccounting(t *testing.T, c *Cache) {
 		var sum int64
 		for _, k := range s.lru.Keys() {
 			e, _ := s.lru.Peek(k)
-			sum += entrySize(len(k), cap(e.value))
+			sum += entrySize(int(e.klen), len(e.value()))
 		}
 		bytes := s.bytes
 		s.mu.Unlock()
@@ -789,6 +789,41 @@ func TestPromotion(t *testing.T) {
 	}
 	if !get(1) {
 		t.Error("least recently used key 1 was not evicted")
+	}
+	checkAccounting(t, c)
+}
+
+// TestHashCollision: entries are keyed by a 64-bit hash of the key, and
+// each holds its key. A lookup that finds another key under the same hash
+// is a miss, and the fill replaces the other key's entry.
+func TestHashCollision(t *testing.T) {
+	clk := newFakeClock()
+	l2 := newFakeL2(clk.Now)
+	c, err := New(l2, Config{Shards: 1, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.set("b", "value of b", 0)
+	// Plant key "a" under the hash of "b", as a collision would.
+	h, s := c.shardOf([]byte("b"))
+	e := newEntry([]byte("a"), []byte("value of a"))
+	e.deadline = int64(time.Hour)
+	s.lru.Add(h, e)
+	s.bytes += e.size()
+
+	got, found, err := c.Get(context.Background(), []byte("b"))
+	if err != nil || !found || string(got) != "value of b" {
+		t.Fatalf("Get(b) = %q, %v, %v", got, found, err)
+	}
+	if l2.callsFor("b") != 1 {
+		t.Errorf("Get(b) was answered from a's entry")
+	}
+	if got, _, _ := c.Get(context.Background(), []byte("b")); string(got) != "value of b" || l2.callsFor("b") != 1 {
+		t.Errorf("b's fill did not replace a's entry: %q, %d calls", got, l2.callsFor("b"))
+	}
+	c.Invalidate([]byte("a")) // a different hash: must not touch b
+	if _, _, _ = c.Get(context.Background(), []byte("b")); l2.callsFor("b") != 1 {
+		t.Errorf("invalidating a removed b")
 	}
 	checkAccounting(t, c)
 }

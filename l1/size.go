@@ -6,57 +6,57 @@ import "unsafe"
 //
 // An entry of key k and value v costs, on the Go heap (amd64, Go 1.26):
 //
-//   - the simplelru list element, internal.Entry[string, *entry]: next,
-//     prev and list pointers, the key's string header, the pointer to our
-//     entry, plus simplelru's unused ExpiresAt/ExpireBucket fields; and our
-//     entry (value slice header, deadline, flag, promotion tick). lruElement below mirrors its layout; TestLRUElementMirror checks
-//     the mirror against the real type by reflection;
-//   - one slot of the shard's map[string]*Entry: a 16-byte key header, an
-//     8-byte pointer and a 1-byte control word, 25 bytes. Swiss-table groups
-//     hold 8 slots; a table doubles when its live entries plus tombstones
-//     reach 7/8 of its slots and too few tombstones can be pruned (a prune
-//     must free 10% of the capacity), so the load it settles at depends on
-//     the order of deletions. Measured with Go 1.26, a map only filled sits
+//   - the simplelru list element, internal.Entry[uint64, entry]: next, prev
+//     and list pointers, the key's 64-bit hash, our entry (buffer slice
+//     header, key length, flag, deadline), plus simplelru's unused
+//     ExpiresAt/ExpireBucket fields. lruElement below mirrors its layout;
+//     TestLRUElementMirror checks the mirror against the real type by
+//     reflection;
+//   - one slot of the shard's map[uint64]*Entry: an 8-byte key, an 8-byte
+//     pointer and a 1-byte control word, 17 bytes. Swiss-table groups hold
+//     8 slots; a table doubles when its live entries plus tombstones reach
+//     7/8 of its slots and too few tombstones can be pruned (a prune must
+//     free 10% of the capacity), so the load it settles at depends on the
+//     order of deletions. Measured with Go 1.26, a map only filled sits
 //     between 7/16 and 7/8 full; under churn (an LRU evicting in order, or
-//     invalidations deleting at random) down to about 0.31. We
-//     charge 25 bytes at a load of 0.3, plus 8% for the size-class rounding
-//     of a table's group array: 89 bytes (the worst measured was 85);
-//   - the key's bytes (copied once, on fill) and the value's backing array
-//     (cap(v), which the next tier hands over), each rounded up to its
-//     allocator size class.
+//     invalidations deleting at random) down to about 0.31. We charge the
+//     slot at a load of 0.3, plus 8% for the size-class rounding of a
+//     table's group array;
+//   - the entry's buffer: an 8-byte promotion tick, the key and the value,
+//     copied into one allocation on fill and rounded up to its allocator
+//     size class.
 //
 // Not charged: each shard's fixed structures (the LRU and map headers, the
 // list's sentinel element, a map's directory; a few hundred bytes a shard).
 // Go maps never shrink, so a slot table grown for many small entries stays
 // when they are replaced by fewer large ones. The count of entries in a
 // shard is at most budget/entryOverhead, so that stale table is at most
-// budget*mapSlotBytes/entryOverhead (44% of the budget) in the worst case;
-// Flush releases it.
+// budget*mapSlotBytes/entryOverhead (about a third of the budget) in the
+// worst case; Flush releases it.
 
-// lruElement mirrors golang-lru/v2's internal.Entry[string, *entry].
+// lruElement mirrors golang-lru/v2's internal.Entry[uint64, entry].
 type lruElement struct {
 	next, prev, list unsafe.Pointer
-	key              string
-	value            *entry
+	key              uint64
+	value            entry
 	expiresAt        [3]uint64 // time.Time
 	expireBucket     uint8
 }
 
 const (
-	// mapSlotBytes is the charge for one map slot: (16+8+1) bytes at a
-	// load factor of 0.3, plus 8% rounding.
-	mapSlotBytes = (16 + 8 + 1) * 10 / 3 * 108 / 100
+	// mapSlotBytes is the charge for one map slot: (8+8+1) bytes at a load
+	// factor of 0.3, plus 8% rounding.
+	mapSlotBytes = (8 + 8 + 1) * 10 / 3 * 108 / 100
 )
 
-// entryOverhead is what an entry costs beyond its key and value bytes (217
-// on amd64: an 80-byte list element, a 48-byte entry and an 89-byte map
-// slot).
-var entryOverhead = allocSize(int(unsafe.Sizeof(lruElement{}))) + allocSize(int(unsafe.Sizeof(entry{}))) + mapSlotBytes
+// entryOverhead is what an entry costs beyond its buffer (172 on amd64: a
+// 112-byte list element and a 60-byte map slot).
+var entryOverhead = allocSize(int(unsafe.Sizeof(lruElement{}))) + mapSlotBytes
 
 // entrySize is the number of bytes charged for an entry whose key is keyLen
-// bytes long and whose value has capacity valueCap.
-func entrySize(keyLen, valueCap int) int64 {
-	return entryOverhead + allocSize(keyLen) + allocSize(valueCap)
+// bytes long and whose value is valueLen bytes long.
+func entrySize(keyLen, valueLen int) int64 {
+	return entryOverhead + allocSize(tickLen+keyLen+valueLen)
 }
 
 // sizeClasses are the Go 1.26 runtime's small-object size classes

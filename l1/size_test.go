@@ -14,17 +14,17 @@ import (
 // TestLRUElementMirror checks that lruElement has the size of simplelru's
 // real list element, so entryOverhead follows library upgrades.
 func TestLRUElementMirror(t *testing.T) {
-	items, ok := reflect.TypeFor[simplelru.LRU[string, *entry]]().FieldByName("items")
+	items, ok := reflect.TypeFor[simplelru.LRU[uint64, entry]]().FieldByName("items")
 	if !ok {
 		t.Fatal("simplelru.LRU has no items field any more; re-derive lruElement")
 	}
-	// map[string]*internal.Entry[string, *entry]
+	// map[uint64]*internal.Entry[uint64, entry]
 	elem := items.Type.Elem().Elem()
 	if got, want := elem.Size(), unsafe.Sizeof(lruElement{}); got != want {
 		t.Errorf("simplelru element is %d bytes, lruElement mirrors %d", got, want)
 	}
-	if items.Type.Key().Kind() != reflect.String || items.Type.Elem().Kind() != reflect.Pointer {
-		t.Errorf("simplelru map is %v, want map[string]*Entry", items.Type)
+	if items.Type.Key().Kind() != reflect.Uint64 || items.Type.Elem().Kind() != reflect.Pointer {
+		t.Errorf("simplelru map is %v, want map[uint64]*Entry", items.Type)
 	}
 }
 
@@ -182,4 +182,10 @@ func TestAccountingCoversHeap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shardIndex is the index of key's shard.
+func (c *Cache) shardIndex(key []byte) int {
+	_, s := c.shardOf(key)
+	return int((uintptr(unsafe.Pointer(s)) - uintptr(unsafe.Pointer(&c.shards[0]))) / unsafe.Sizeof(c.shards[0]))
 }
