@@ -78,9 +78,13 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Defaults of Config's zero fields.
 const (
-	defaultMaxBytes  = 64 << 20
-	defaultTTL       = 10 * time.Second
+	DefaultMaxBytes = 64 << 20
+	DefaultTTL      = 10 * time.Second
+)
+
+const (
 	defaultShards    = 64
 	minDefaultBudget = 64 << 10 // per-shard bytes below which the default shard count halves
 )
@@ -193,13 +197,13 @@ func New(next Getter, cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("%w: negative MaxBytes %d", ErrInvalidConfig, cfg.MaxBytes)
 	}
 	if cfg.MaxBytes == 0 {
-		cfg.MaxBytes = defaultMaxBytes
+		cfg.MaxBytes = DefaultMaxBytes
 	}
 	if cfg.TTL < 0 {
 		return nil, fmt.Errorf("%w: negative TTL %v", ErrInvalidConfig, cfg.TTL)
 	}
 	if cfg.TTL == 0 {
-		cfg.TTL = defaultTTL
+		cfg.TTL = DefaultTTL
 	}
 	switch {
 	case cfg.Shards < 0 || cfg.Shards&(cfg.Shards-1) != 0:

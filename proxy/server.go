@@ -80,6 +80,15 @@ type Config struct {
 // ErrConfig is wrapped by the errors New returns for an unusable Config.
 var ErrConfig = errors.New("proxy: invalid config")
 
+// Defaults of Config's zero fields: Redis's, where Redis has one.
+const (
+	DefaultAddr                   = "127.0.0.1:6379"
+	DefaultMaxClients             = 10000
+	DefaultProtoMaxBulkLen        = 512 << 20
+	DefaultMaxMultibulkLen        = 1 << 20
+	DefaultClientQueryBufferLimit = 1 << 30
+)
+
 // Smallest values the limits accept (Redis's own minimums).
 const (
 	MinProtoMaxBulkLen        = 1024
@@ -88,19 +97,19 @@ const (
 
 func (c *Config) setDefaults() error {
 	if c.Addr == "" {
-		c.Addr = "127.0.0.1:6379"
+		c.Addr = DefaultAddr
 	}
 	if c.MaxClients == 0 {
-		c.MaxClients = 10000
+		c.MaxClients = DefaultMaxClients
 	}
 	if c.ProtoMaxBulkLen == 0 {
-		c.ProtoMaxBulkLen = 512 << 20
+		c.ProtoMaxBulkLen = DefaultProtoMaxBulkLen
 	}
 	if c.MaxMultibulkLen == 0 {
-		c.MaxMultibulkLen = 1 << 20
+		c.MaxMultibulkLen = DefaultMaxMultibulkLen
 	}
 	if c.ClientQueryBufferLimit == 0 {
-		c.ClientQueryBufferLimit = 1 << 30
+		c.ClientQueryBufferLimit = DefaultClientQueryBufferLimit
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

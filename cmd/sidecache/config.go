@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sidecache/sidecache/l1"
+	"github.com/sidecache/sidecache/l2store/embedded/kv"
 	"github.com/sidecache/sidecache/proxy"
 )
 
@@ -48,15 +50,15 @@ func flagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("sidecache", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&c.Listen, "listen", "127.0.0.1:6379", "TCP address for Redis clients")
-	sizeVar(fs, &c.L1MaxBytes, "l1-max-bytes", 64<<20, "memory bound of the in-process L1, counting keys, values and per-entry overhead (e.g. 64mb)")
-	fs.DurationVar(&c.L1TTL, "l1-ttl", 10*time.Second, "longest time L1 serves a value before asking L2 again")
-	sizeVar(fs, &c.L2MaxBytes, "l2-max-bytes", 256<<20, "memory bound of the embedded L2, entries and indexes (Redis maxmemory)")
+	fs.StringVar(&c.Listen, "listen", proxy.DefaultAddr, "TCP address for Redis clients")
+	sizeVar(fs, &c.L1MaxBytes, "l1-max-bytes", l1.DefaultMaxBytes, "memory bound of the in-process L1, counting keys, values and per-entry overhead (e.g. 64mb)")
+	fs.DurationVar(&c.L1TTL, "l1-ttl", l1.DefaultTTL, "longest time L1 serves a value before asking L2 again")
+	sizeVar(fs, &c.L2MaxBytes, "l2-max-bytes", kv.DefaultMaxBytes, "memory bound of the embedded L2, entries and indexes (Redis maxmemory)")
 	fs.StringVar(&c.L2Policy, "l2-policy", "allkeys-lru", "what the embedded L2 does when full: allkeys-lru (evict) or noeviction (writes get -OOM)")
-	fs.IntVar(&c.MaxClients, "maxclients", 10000, "most simultaneous client connections (Redis maxclients)")
-	sizeVar(fs, &c.ProtoMaxBulkLen, "proto-max-bulk-len", 512<<20, "longest single argument (Redis proto-max-bulk-len)")
-	fs.Int64Var(&c.MaxMultibulkLen, "max-multibulk-len", 1<<20, "most arguments in one command")
-	sizeVar(fs, &c.ClientQueryBufferLimit, "client-query-buffer-limit", 1<<30, "largest pending command of one client (Redis client-query-buffer-limit)")
+	fs.IntVar(&c.MaxClients, "maxclients", proxy.DefaultMaxClients, "most simultaneous client connections (Redis maxclients)")
+	sizeVar(fs, &c.ProtoMaxBulkLen, "proto-max-bulk-len", proxy.DefaultProtoMaxBulkLen, "longest single argument (Redis proto-max-bulk-len)")
+	fs.Int64Var(&c.MaxMultibulkLen, "max-multibulk-len", proxy.DefaultMaxMultibulkLen, "most arguments in one command")
+	sizeVar(fs, &c.ClientQueryBufferLimit, "client-query-buffer-limit", proxy.DefaultClientQueryBufferLimit, "largest pending command of one client (Redis client-query-buffer-limit)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 0, "close client connections idle this long; 0 never (Redis timeout)")
 	fs.StringVar(&c.RequirePass, "requirepass", "", "password clients must AUTH with; empty: none (Redis requirepass)")
 	fs.StringVar(&c.LogFormat, "log-format", "console", "log encoding: console or json")
