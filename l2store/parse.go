@@ -1,6 +1,9 @@
 package l2store
 
-import "math"
+import (
+	"bytes"
+	"math"
+)
 
 // ParseInt parses b exactly as Redis's string2ll does, which is how Redis
 // reads every integer argument and protocol length: an optional '-', then
@@ -41,4 +44,13 @@ func ParseInt(b []byte) (int64, bool) {
 		return 0, false
 	}
 	return int64(v), true
+}
+
+// CString returns b up to its first NUL byte: what Redis's C string
+// functions (strcasecmp, printf's %s) see of an argument.
+func CString(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
 }

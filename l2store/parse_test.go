@@ -44,3 +44,11 @@ func TestParseInt(t *testing.T) {
 		})
 	}
 }
+
+func TestCString(t *testing.T) {
+	for in, want := range map[string]string{"": "", "abc": "abc", "ab\x00cd": "ab", "\x00": "", "nx\x00x": "nx"} {
+		if got := string(CString([]byte(in))); got != want {
+			t.Errorf("CString(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

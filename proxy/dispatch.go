@@ -123,12 +123,7 @@ func (s *Server) dispatch(c *client, args [][]byte) {
 // cstring returns b as C's printf "%.*s" would print it: up to the first
 // NUL, at most max bytes (max < 0: no limit).
 func cstring(b []byte, max int) string {
-	for i, c := range b {
-		if c == 0 {
-			b = b[:i]
-			break
-		}
-	}
+	b = l2store.CString(b)
 	if max >= 0 && len(b) > max {
 		b = b[:max]
 	}

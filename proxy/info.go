@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"runtime"
@@ -21,12 +23,8 @@ var infoSections = []string{"server", "clients", "memory", "persistence", "stats
 // runID identifies this process like Redis's run_id.
 var runID = func() string {
 	var b [20]byte
-	f, err := os.Open("/dev/urandom")
-	if err == nil {
-		f.Read(b[:])
-		f.Close()
-	}
-	return fmt.Sprintf("%x", b[:])
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }()
 
 // cmdInfo answers INFO [section ...] with Redis's sections and field names,

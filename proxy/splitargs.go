@@ -1,5 +1,7 @@
 package proxy
 
+import "github.com/sidecache/sidecache/l2store"
+
 // SplitArgs splits an inline request line into arguments exactly as
 // Redis's sdssplitargs does: arguments are separated by white space;
 // "double quotes" support \n \r \t \b \a \xHH and \<any> escapes;
@@ -7,12 +9,7 @@ package proxy
 // space or the end of the line. It reports false for unbalanced quotes.
 // The line ends at its first NUL byte, as a C string would.
 func SplitArgs(line []byte) ([][]byte, bool) {
-	for i, c := range line {
-		if c == 0 {
-			line = line[:i]
-			break
-		}
-	}
+	line = l2store.CString(line)
 	var args [][]byte
 	p := 0
 	at := func(i int) byte { // line[i], or NUL past the end like a C string

@@ -162,9 +162,6 @@ func (s *RedisServer) stop() {
 	}
 }
 
-// Output returns what the server has logged so far.
-func (s *RedisServer) Output() string { return s.out.String() }
-
 // Dial opens a raw RESP connection to the server, closed when the test
 // ends.
 func (s *RedisServer) Dial(t testing.TB) *RESPConn { return DialRESP(t, s.Addr) }

@@ -130,7 +130,7 @@ var aclCategoryNames = [...]string{
 // aclCategoryByName returns the category named name (case-insensitive, like
 // Redis's ACLGetCommandCategoryFlagByName), or 0.
 func aclCategoryByName(name []byte) aclCategories {
-	name = cString(name)
+	name = l2store.CString(name)
 	for i, n := range aclCategoryNames {
 		if equalFold(name, n) {
 			return 1 << i
@@ -348,7 +348,7 @@ func UnknownSubcommand(args [][]byte) l2store.Reply {
 	}
 	b = append(b, "'. Try "...)
 	if len(args) > 0 {
-		b = appendUpper(b, cString(args[0]))
+		b = appendUpper(b, l2store.CString(args[0]))
 	}
 	b = append(b, " HELP."...)
 	return l2store.Reply{Kind: l2store.KindError, Str: noNewlines(b)}
@@ -366,21 +366,10 @@ func WrongArity(m *Meta) l2store.Reply {
 
 func all(string) bool { return true }
 
-// cString returns b up to its first NUL byte: what C's string functions see
-// of a Redis argument.
-func cString(b []byte) []byte {
-	for i, c := range b {
-		if c == 0 {
-			return b[:i]
-		}
-	}
-	return b
-}
-
-// appendCString appends at most max bytes of cString(s), like printf's
+// appendCString appends at most max bytes of l2store.CString(s), like printf's
 // "%.*s".
 func appendCString(dst, s []byte, max int) []byte {
-	s = cString(s)
+	s = l2store.CString(s)
 	if len(s) > max {
 		s = s[:max]
 	}

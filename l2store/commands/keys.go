@@ -252,7 +252,7 @@ func (s *keySpec) findKeyword(args [][]byte) int {
 		if i >= argc || i < 1 {
 			break
 		}
-		if equalFold(cString(args[i]), s.keyword) {
+		if equalFold(l2store.CString(args[i]), s.keyword) {
 			return i + 1
 		}
 		if from <= to {
@@ -290,7 +290,7 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 		dst = add(dst, 1, KeyRO|KeyAccess)
 		store := 0
 		for i := 2; i < argc; i++ {
-			switch a := cString(args[i]); {
+			switch a := l2store.CString(args[i]); {
 			case equalFold(a, "limit"):
 				i += 2
 			case equalFold(a, "store") && i+1 < argc:
@@ -309,7 +309,7 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 		// [AUTH2 user pw] [KEYS key ...]
 		first, num := 3, 1
 		for i := 6; i < argc; i++ {
-			a := cString(args[i])
+			a := l2store.CString(args[i])
 			if equalFold(a, "keys") {
 				if len(args[3]) > 0 {
 					num = 0 // a syntax error MIGRATE reports itself
@@ -335,7 +335,7 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 		dst = add(dst, 1, 0)
 		stored := -1
 		for i := 5; i < argc; i++ {
-			a := cString(args[i])
+			a := l2store.CString(args[i])
 			if (equalFold(a, "store") || equalFold(a, "storedist")) && i+1 < argc {
 				stored = i + 1
 				i++
@@ -351,7 +351,7 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 		streams := -1
 	options:
 		for i := 1; i < argc; i++ {
-			switch a := cString(args[i]); {
+			switch a := l2store.CString(args[i]); {
 			case equalFold(a, "block"), equalFold(a, "count"):
 				i++
 			case equalFold(a, "group"):
@@ -378,7 +378,7 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 
 	case getKeysSet:
 		for i := 3; i < argc; i++ {
-			if equalFold(cString(args[i]), "get") {
+			if equalFold(l2store.CString(args[i]), "get") {
 				return add(dst, 1, KeyRW|KeyAccess|KeyUpdate)
 			}
 		}
@@ -389,7 +389,7 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 	ops:
 		for i := 2; i < argc; i++ {
 			rem := argc - i - 1
-			switch a := cString(args[i]); {
+			switch a := l2store.CString(args[i]); {
 			case equalFold(a, "get") && rem >= 2:
 				i += 2
 			case (equalFold(a, "set") || equalFold(a, "incrby")) && rem >= 3:
@@ -435,7 +435,7 @@ func numkeysKeys(dst []KeyRef, args [][]byte, store, count, first int) []KeyRef 
 // atoi parses b like C's atoi on glibc: leading white space, a sign and
 // digits, saturated to 64 bits and then truncated to a 32-bit int.
 func atoi(b []byte) int {
-	b = cString(b)
+	b = l2store.CString(b)
 	i := 0
 	for i < len(b) && (b[i] == ' ' || b[i] >= '\t' && b[i] <= '\r') {
 		i++

@@ -171,10 +171,10 @@ func lookupSupported(name []byte, supported func(string) bool) *Meta {
 func list(args [][]byte, supported func(string) bool) l2store.Reply {
 	match := func(*Meta) bool { return true }
 	for i := 2; i < len(args); i++ {
-		if !equalFold(cString(args[i]), "filterby") || len(args)-1-i != 2 {
+		if !equalFold(l2store.CString(args[i]), "filterby") || len(args)-1-i != 2 {
 			return syntaxError
 		}
-		kind, arg := cString(args[i+1]), args[i+2]
+		kind, arg := l2store.CString(args[i+1]), args[i+2]
 		switch {
 		case equalFold(kind, "module"):
 			// No modules are loaded: no command belongs to one.
@@ -276,7 +276,7 @@ var helpLines = []string{
 // help is COMMAND HELP, headed by the command name as the client spelled
 // it, upper-cased.
 func help(name []byte) l2store.Reply {
-	head := appendUpper(nil, cString(name))
+	head := appendUpper(nil, l2store.CString(name))
 	head = append(head, " <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"...)
 	elems := make([]l2store.Reply, 0, len(helpLines)+1)
 	elems = append(elems, l2store.Reply{Kind: l2store.KindStatus, Str: head})

@@ -90,7 +90,7 @@ func parseExpireOptions(args [][]byte) (int, l2store.Reply, bool) {
 		default:
 			// Redis formats the option as a C string, trims CR and LF
 			// from the end of the message and blanks the others.
-			msg := append([]byte("ERR Unsupported option "), cstr(a)...)
+			msg := append([]byte("ERR Unsupported option "), l2store.CString(a)...)
 			msg = bytes.TrimRight(msg, "\r\n")
 			return 0, l2store.Reply{Kind: l2store.KindError, Str: sanitizeLine(msg)}, false
 		}

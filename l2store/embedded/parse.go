@@ -1,25 +1,14 @@
 package embedded
 
-import (
-	"bytes"
-)
+import "github.com/sidecache/sidecache/l2store"
 
 // maxInt64Digits is Redis's LONG_STR_SIZE: a string this long or longer is
 // never an integer.
 
-// cstr returns b up to its first NUL byte: what Redis's C string functions
-// (strcasecmp and friends) see of an argument when it parses option names.
-func cstr(b []byte) []byte {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		return b[:i]
-	}
-	return b
-}
-
 // isOpt reports whether the argument a names the option opt (lower-case
 // ASCII), compared as Redis does: case-insensitively, as C strings.
 func isOpt(a []byte, opt string) bool {
-	a = cstr(a)
+	a = l2store.CString(a)
 	if len(a) != len(opt) {
 		return false
 	}

@@ -41,17 +41,6 @@ func (p Policy) String() string {
 	return fmt.Sprintf("Policy(%d)", p)
 }
 
-// ParsePolicy parses a policy name in Redis's spelling.
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "allkeys-lru":
-		return AllKeysLRU, nil
-	case "noeviction":
-		return NoEviction, nil
-	}
-	return 0, fmt.Errorf("kvmodel: unknown eviction policy %q (want allkeys-lru or noeviction)", s)
-}
-
 // MaxShards is the largest number of shards a DB can have.
 const MaxShards = 256
 
@@ -71,16 +60,6 @@ type Config struct {
 	// Default 100ms; negative disables the goroutine (tests then call
 	// ExpireCycle themselves).
 	ExpireInterval time.Duration
-}
-
-// Stats is a snapshot of a DB's counters.
-type Stats struct {
-	Keys        int64  // keys held, including expired ones not yet reclaimed
-	Expires     int64  // keys with an expiry
-	UsedBytes   int64  // memory held for entries and indexes
-	MaxBytes    int64  // the bound
-	Evictions   uint64 // keys evicted to make room
-	Expirations uint64 // keys removed because their expiry passed
 }
 
 // DB is a sharded key-value map. It is safe for concurrent use.
@@ -240,9 +219,6 @@ func (tx *Tx) End() {
 	tx.locked = [MaxShards / 64]uint64{}
 }
 
-// Now returns the Tx's time in Unix milliseconds.
-func (tx *Tx) Now() int64 { return tx.now }
-
 func (tx *Tx) shard(key []byte) *shard {
 	i := tx.db.shardOf(key)
 	if tx.locked[i/64]&(1<<(i%64)) == 0 {
@@ -355,30 +331,6 @@ func (s *shard) remove(k string, e *entry) {
 	}
 }
 
-// Fits reports whether setting every pair of kvs (key, value, key, value,
-// ...) in this Tx would succeed. Multi-key writes call it first so that they
-// either set every key or none.
-func (tx *Tx) Fits(kvs [][]byte) bool {
-	need := map[*shard]int64{}
-	for i := 0; i+1 < len(kvs); i += 2 {
-		s := tx.shard(kvs[i])
-		size := int64(len(kvs[i]) + len(kvs[i+1]) + entryOverhead)
-		if size > s.budget {
-			return false
-		}
-		need[s] += size
-	}
-	if tx.db.cfg.Policy != NoEviction {
-		return true
-	}
-	for s, n := range need {
-		if s.used+n > s.budget {
-			return false
-		}
-	}
-	return true
-}
-
 // Append appends data to key's value, creating the key (without expiry) if
 // it is missing, and returns the new length. It may return ErrOOM.
 func (tx *Tx) Append(key, data []byte) (int, error) {
@@ -435,22 +387,6 @@ func (db *DB) Flush() {
 		s.used, s.expires = 0, 0
 		s.mu.Unlock()
 	}
-}
-
-// Stats returns a snapshot of the DB's counters.
-func (db *DB) Stats() Stats {
-	st := Stats{MaxBytes: db.cfg.MaxBytes}
-	for i := range db.shards {
-		s := &db.shards[i]
-		s.mu.Lock()
-		st.Keys += int64(len(s.m))
-		st.Expires += s.expires
-		st.UsedBytes += s.used
-		st.Evictions += s.evictions
-		st.Expirations += s.expirations
-		s.mu.Unlock()
-	}
-	return st
 }
 
 // Lookup returns key's value and expiry if key is live at now (Unix ms),
