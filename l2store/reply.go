@@ -30,6 +30,10 @@ const (
 	KindBool                  // RESP3 "#t"; Int is 1 or 0
 	KindVerbatim              // RESP3 "=n\r\ntxt:..."; Str holds "txt:..."
 	KindBigNumber             // RESP3 "(123..."; Str holds the digits
+	// KindRaw is a reply already encoded, as a remote store received it:
+	// Str holds its RESP bytes, in the protocol of the connection that asked
+	// for it (see WithProto), and AppendRESP copies them unchanged.
+	KindRaw
 )
 
 // Reply is one RESP reply. It is a plain value: copying it is cheap and the
@@ -82,7 +86,12 @@ func Map(kv ...Reply) Reply {
 }
 
 // IsError reports whether r is an error reply.
-func (r Reply) IsError() bool { return r.Kind == KindError }
+func (r Reply) IsError() bool {
+	return r.Kind == KindError || r.Kind == KindRaw && len(r.Str) > 0 && r.Str[0] == '-'
+}
+
+// Raw returns a reply of already encoded RESP bytes (not copied).
+func Raw(b []byte) Reply { return Reply{Kind: KindRaw, Str: b} }
 
 // String returns a short human-readable form, for logs and test failures.
 func (r Reply) String() string { return strconv.Quote(string(r.AppendRESP(nil, 3))) }
@@ -154,6 +163,8 @@ func (r Reply) AppendRESP(dst []byte, proto int) []byte {
 			return appendLine(dst, '(', r.Str)
 		}
 		return appendBulk(dst, '$', r.Str)
+	case KindRaw:
+		return append(dst, r.Str...)
 	}
 	panic(fmt.Sprintf("l2store: unknown reply kind %d", r.Kind))
 }

@@ -27,6 +27,10 @@ import (
 // 'maxmemory'." error.
 var ErrOOM = errors.New("l2store: out of memory")
 
+// ErrUnavailable wraps the errors of a remote store that could not get an
+// answer from its upstream: a refused or dropped connection, a timeout.
+var ErrUnavailable = errors.New("l2store: upstream unavailable")
+
 // ErrClosed is returned by a store after Close.
 var ErrClosed = errors.New("l2store: closed")
 
@@ -66,6 +70,25 @@ type Store interface {
 	// Close releases the store's resources. Calls after Close return
 	// ErrClosed.
 	Close() error
+}
+
+// protoKey is the context key of WithProto.
+type protoKey struct{}
+
+// WithProto returns ctx carrying the RESP protocol version (2 or 3) of the
+// client a command comes from. A remote store passes replies through
+// unchanged (KindRaw), so it must ask its upstream in that protocol; the
+// embedded store ignores it.
+func WithProto(ctx context.Context, proto int) context.Context {
+	return context.WithValue(ctx, protoKey{}, proto)
+}
+
+// Proto returns the protocol version WithProto put in ctx, or 2.
+func Proto(ctx context.Context) int {
+	if p, ok := ctx.Value(protoKey{}).(int); ok {
+		return p
+	}
+	return 2
 }
 
 // Stats is a snapshot of a store's counters.

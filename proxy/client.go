@@ -26,6 +26,9 @@ type client struct {
 	fd     int
 	ctx    context.Context // canceled when the connection closes
 	cancel context.CancelFunc
+	// protoCtx holds ctx carrying RESP2 and RESP3 (l2store.WithProto),
+	// for the store's calls: see storeCtx.
+	protoCtx [2]context.Context
 
 	created int64        // Unix seconds
 	proto   atomic.Int32 // 2 or 3
@@ -43,8 +46,9 @@ type client struct {
 	misses   atomic.Uint64
 	errors   atomic.Uint64
 
-	scratch []byte   // reply encoding buffer
-	keys    [][]byte // key positions buffer
+	scratch []byte    // reply encoding buffer
+	keys    [][]byte  // key positions buffer
+	group   []pending // pipeline batch buffer
 }
 
 func newClient(s *Server, conn redcon.Conn, g *gate) *client {
@@ -63,6 +67,7 @@ func newClient(s *Server, conn redcon.Conn, g *gate) *client {
 		created: now,
 		authed:  s.cfg.RequirePass == "",
 	}
+	c.protoCtx = [2]context.Context{l2store.WithProto(ctx, 2), l2store.WithProto(ctx, 3)}
 	c.lastActive.Store(now)
 	c.proto.Store(2)
 	g.unauth.Store(!c.authed)
@@ -87,9 +92,18 @@ func (c *client) setAuthed(ok bool) {
 	c.gate.unauth.Store(!ok)
 }
 
+// storeCtx is the context of the store's calls: canceled when the
+// connection closes, and carrying the client's protocol version.
+func (c *client) storeCtx() context.Context {
+	if c.proto.Load() >= 3 {
+		return c.protoCtx[1]
+	}
+	return c.protoCtx[0]
+}
+
 // writeReply encodes r for the client's protocol.
 func (c *client) writeReply(r l2store.Reply) {
-	if r.Kind == l2store.KindError {
+	if r.IsError() {
 		c.errors.Add(1)
 	}
 	c.scratch = r.AppendRESP(c.scratch[:0], int(c.proto.Load()))

@@ -21,9 +21,6 @@ type handler func(c *client, m *commands.Meta, args [][]byte)
 // supported command goes to the store.
 func (s *Server) localHandlers() map[*commands.Meta]handler {
 	byName := map[string]handler{
-		"get":  s.cmdGet,
-		"mget": s.cmdMGet,
-
 		"ping":   cmdPing,
 		"echo":   cmdEcho,
 		"quit":   cmdQuit,
@@ -47,6 +44,10 @@ func (s *Server) localHandlers() map[*commands.Meta]handler {
 		"config|resetstat": s.cmdConfigResetStat,
 		"config|help":      s.cmdConfigHelp,
 	}
+	if s.cache != nil {
+		byName["get"] = s.cmdGet
+		byName["mget"] = s.cmdMGet
+	}
 	for _, name := range commands.Names() {
 		if name == "command" || strings.HasPrefix(name, "command|") {
 			byName[name] = s.cmdCommand
@@ -63,7 +64,9 @@ func (s *Server) localHandlers() map[*commands.Meta]handler {
 	return hs
 }
 
-// serveRESP is redcon's handler: it runs one command.
+// serveRESP is redcon's handler: it runs one command, or, when the store
+// can run several in one round trip and the client has pipelined more,
+// the whole pipeline (see runPipeline).
 func (s *Server) serveRESP(conn redcon.Conn, cmd redcon.Command) {
 	c, _ := conn.Context().(*client)
 	if c == nil {
@@ -80,44 +83,195 @@ func (s *Server) serveRESP(conn redcon.Conn, cmd redcon.Command) {
 			conn.Close()
 		}
 	}()
+	if s.multi != nil && s.batchable(c, cmd.Args) {
+		if rest := conn.PeekPipeline(); len(rest) > 0 && s.allBatchable(c, rest) {
+			conn.ReadPipeline()
+			s.runPipeline(conn, c, cmd, rest)
+			return
+		}
+	}
 	s.dispatch(c, cmd.Args)
+	s.afterCommand(conn, c)
+}
+
+// afterCommand closes the connection after QUIT, and flushes replies in
+// the middle of a long pipeline of big replies rather than holding them
+// all until the end of the batch.
+func (s *Server) afterCommand(conn redcon.Conn, c *client) bool {
 	if c.quit {
 		conn.Close()
-		return
+		return false
 	}
 	if c.gate.unflushed > maxUnflushed {
-		// A long pipeline of big replies: send what is ready rather than
-		// holding it all until the end of the batch.
 		if w := redcon.BaseWriter(conn); w != nil {
 			w.Flush()
 		}
 	}
+	return true
 }
 
 // maxUnflushed is how many reply bytes a connection holds before it
 // flushes in the middle of a pipeline.
 const maxUnflushed = 64 << 10
 
-// dispatch checks a command as Redis's processCommand does (existence,
-// arity, then authentication) and runs it.
+// route is where a command runs.
+type route uint8
+
+const (
+	routeReject route = iota // answered with an error before it runs
+	routeLocal               // answered by the proxy itself
+	routeStore               // run by the store
+)
+
+// classify checks a command as Redis's processCommand does (existence,
+// arity, then authentication) and says where it runs. For routeReject it
+// returns the error reply. m is nil for a command missing from the table
+// that the store passes through (a remote store's module commands).
+func (s *Server) classify(c *client, args [][]byte) (m *commands.Meta, r route, errReply l2store.Reply) {
+	m, errReply = commands.Check(args, s.supportedFn)
+	switch {
+	case m == nil && !s.passUnknown(args):
+		return nil, routeReject, errReply
+	case m == nil:
+		r = routeStore
+	case s.handlers[m] != nil:
+		r = routeLocal
+	default:
+		r = routeStore
+	}
+	if !c.authed && (m == nil || m.Flags&commands.NoAuth == 0) {
+		return m, routeReject, errNoAuth
+	}
+	return m, r, l2store.Reply{}
+}
+
+var errNoAuth = l2store.Error("NOAUTH Authentication required.")
+
+// passUnknown reports whether a command missing from the table goes to
+// the store anyway: a remote store's upstream may know it (a module's
+// command, a newer Redis's), and answers it, or its own error. The
+// commands the proxy answers itself keep their unknown-subcommand errors.
+func (s *Server) passUnknown(args [][]byte) bool {
+	if !s.storeTakesAll || len(args) == 0 || commands.Find(args) != nil {
+		return false // known: its error is an arity error
+	}
+	m := commands.Lookup(args[0])
+	return m == nil || !s.localParents[m]
+}
+
+// dispatch runs one command.
 func (s *Server) dispatch(c *client, args [][]byte) {
 	c.commands.Add(1)
 	c.lastActive.Store(s.stats.ops.unixSeconds())
-	m, errReply := commands.Check(args, s.supportedFn)
-	switch {
-	case m == nil:
+	m, r, errReply := s.classify(c, args)
+	if r == routeReject {
 		c.writeReply(errReply)
 		return
-	case !c.authed && m.Flags&commands.NoAuth == 0:
-		c.writeError("NOAUTH Authentication required.")
-		return
 	}
-	c.lastCmd.Store(m)
-	if h := s.handlers[m]; h != nil {
-		h(c, m, args)
+	if m != nil {
+		c.lastCmd.Store(m)
+		if s.pinnedCommand(c, m, args) {
+			return
+		}
+	}
+	if r == routeLocal {
+		s.handlers[m](c, m, args)
 		return
 	}
 	s.storeCommand(c, m, args)
+}
+
+// batchable reports whether a command may run as part of a pipeline
+// batch: anything but a command that needs or holds a dedicated upstream
+// connection.
+func (s *Server) batchable(c *client, args [][]byte) bool {
+	m := commands.Find(args)
+	return m == nil || !s.wantsPin(c, m, args)
+}
+
+func (s *Server) allBatchable(c *client, cmds []redcon.Command) bool {
+	for _, cmd := range cmds {
+		if !s.batchable(c, cmd.Args) {
+			return false
+		}
+	}
+	return true
+}
+
+// runPipeline runs a client's pipelined commands in order. Consecutive
+// commands for the store go to it together (Store.DoMulti: one round trip
+// to a remote upstream instead of one each); a command the proxy answers
+// itself (a GET through L1) first waits for the store's replies before
+// it, so the client reads its own writes.
+func (s *Server) runPipeline(conn redcon.Conn, c *client, first redcon.Command, rest []redcon.Command) {
+	group := c.group[:0]
+	run := func(args [][]byte) bool {
+		m, r, errReply := s.classify(c, args)
+		if r == routeStore {
+			c.commands.Add(1)
+			if m != nil {
+				c.lastCmd.Store(m)
+			}
+			group = append(group, pending{m, args})
+			return true
+		}
+		s.storeGroup(c, group)
+		group = group[:0]
+		c.commands.Add(1)
+		if r == routeReject {
+			c.writeReply(errReply)
+			return true
+		}
+		c.lastCmd.Store(m)
+		s.handlers[m](c, m, args)
+		return s.afterCommand(conn, c)
+	}
+	c.lastActive.Store(s.stats.ops.unixSeconds())
+	if run(first.Args) {
+		for _, cmd := range rest {
+			if !run(cmd.Args) {
+				break
+			}
+		}
+	}
+	if !c.quit {
+		s.storeGroup(c, group)
+		s.afterCommand(conn, c)
+	}
+	clear(group)
+	c.group = group[:0]
+}
+
+// pending is a command waiting in a pipeline batch.
+type pending struct {
+	m    *commands.Meta
+	args [][]byte
+}
+
+// storeGroup runs a batch of store commands and writes their replies.
+func (s *Server) storeGroup(c *client, group []pending) {
+	switch len(group) {
+	case 0:
+		return
+	case 1:
+		s.storeCommand(c, group[0].m, group[0].args)
+		return
+	}
+	cmds := make([][][]byte, len(group))
+	for i, p := range group {
+		cmds[i] = p.args
+	}
+	replies, err := s.multi.DoMulti(c.storeCtx(), cmds)
+	for _, p := range group {
+		s.invalidate(c, p.m, p.args)
+	}
+	for i := range group {
+		if err != nil {
+			c.writeError(s.errorText(err))
+		} else {
+			c.writeReply(replies[i])
+		}
+	}
 }
 
 // cstring returns b as C's printf "%.*s" would print it: up to the first
@@ -130,28 +284,48 @@ func cstring(b []byte, max int) string {
 	return string(b)
 }
 
-// storeCommand runs a command on the store and keeps L1 coherent: after a
-// write reaches the store, the keys it names are dropped from L1 before
-// the reply is sent, so the client reads its own write. A keyless write
-// (FLUSHDB, FLUSHALL) drops all of L1.
+// storeCommand runs a command on the store and keeps L1 coherent (see
+// invalidate) before the reply is sent, so the client reads its own
+// write.
 func (s *Server) storeCommand(c *client, m *commands.Meta, args [][]byte) {
-	reply, err := s.store.Do(c.ctx, args)
-	if m.Flags&commands.Write != 0 {
-		// Even a failed write may have reached the store.
-		c.keys = m.Keys(c.keys[:0], args)
-		if len(c.keys) == 0 && m.Flags&commands.MovableKeys == 0 {
-			s.cache.Flush()
-		}
-		for _, k := range c.keys {
-			s.cache.Invalidate(k)
-		}
-		clear(c.keys)
-	}
+	reply, err := s.store.Do(c.storeCtx(), args)
+	s.invalidate(c, m, args) // even a failed write may have reached the store
 	if err != nil {
 		c.writeError(s.errorText(err))
 		return
 	}
 	c.writeReply(reply)
+}
+
+// invalidate drops from L1 the keys a write names. A keyless write
+// (FLUSHDB, FLUSHALL, SWAPDB) drops all of L1. Scripts and functions
+// (EVAL, FCALL: may_replicate with movable keys) count as writes of their
+// declared keys. A command missing from the table is looked up in the
+// store (a remote upstream's COMMAND INFO); if nothing is known of it,
+// all of L1 is dropped.
+func (s *Server) invalidate(c *client, m *commands.Meta, args [][]byte) {
+	if s.cache == nil {
+		return
+	}
+	if m == nil && s.metas != nil {
+		m = s.metas.CommandMeta(c.ctx, args)
+	}
+	if m == nil {
+		s.cache.Flush()
+		return
+	}
+	const script = commands.MayReplicate | commands.MovableKeys
+	if m.Flags&commands.Write == 0 && m.Flags&script != script {
+		return
+	}
+	c.keys = m.Keys(c.keys[:0], args)
+	if len(c.keys) == 0 && m.Flags&commands.MovableKeys == 0 {
+		s.cache.Flush()
+	}
+	for _, k := range c.keys {
+		s.cache.Invalidate(k)
+	}
+	clear(c.keys)
 }
 
 // errorText turns an error from the tiers into the text of a RESP error

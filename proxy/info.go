@@ -10,8 +10,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
 	"syscall"
 	"time"
+
+	"github.com/sidecache/sidecache/l1"
 
 	"github.com/sidecache/sidecache/l2store/commands"
 )
@@ -161,8 +164,13 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 		}
 	case "sidecache":
 		b.WriteString("# Sidecache\r\n")
-		l1 := s.cache.Stats()
+		var l1 l1.Stats // zero when L1 is off
+		l1Enabled := 0
+		if s.cache != nil {
+			l1, l1Enabled = s.cache.Stats(), 1
+		}
 		l2 := s.store.Stats()
+		field("l1_enabled", l1Enabled)
 		field("l1_entries", l1.Entries)
 		field("l1_bytes", l1.Bytes)
 		field("l1_max_bytes", l1.MaxBytes)

@@ -42,6 +42,22 @@ type Store interface {
 	Stats() l2store.Stats
 }
 
+// MultiStore is implemented by stores that can run several commands in one
+// round trip (a remote store pipelines them). The proxy sends a client's
+// pipelined commands through it.
+type MultiStore interface {
+	// DoMulti runs cmds in order and returns their replies; on an error
+	// the replies are nil.
+	DoMulti(ctx context.Context, cmds [][][]byte) ([]l2store.Reply, error)
+}
+
+// MetaStore is implemented by stores that pass through commands missing
+// from sidecache's command table, and can tell what they are.
+type MetaStore interface {
+	// CommandMeta describes the command args invoke, or returns nil.
+	CommandMeta(ctx context.Context, args [][]byte) *commands.Meta
+}
+
 // Setting is one configuration parameter reported by CONFIG GET.
 type Setting struct{ Name, Value string }
 
@@ -139,8 +155,10 @@ var ErrServerClosed = errors.New("proxy: server closed")
 // or ListenAndServe, stop it with Shutdown.
 type Server struct {
 	cfg   Config
-	cache Cache
+	cache Cache // nil: L1 is off, GET and MGET go to the store
 	store Store
+	multi MultiStore // store's, or nil
+	metas MetaStore  // store's, or nil
 	log   *zap.Logger
 	lim   gateLimits
 
@@ -149,6 +167,11 @@ type Server struct {
 	supported   map[string]bool
 	supportedFn func(fullname string) bool
 	handlers    map[*commands.Meta]handler
+	// storeTakesAll: the store passes every command through, even those
+	// missing from the table (Store.Commands returns nil). localParents
+	// are the commands with subcommands that the proxy answers itself.
+	storeTakesAll bool
+	localParents  map[*commands.Meta]bool
 
 	started time.Time
 	rs      *redcon.Server
@@ -176,10 +199,11 @@ type serverStats struct {
 }
 
 // New returns a server answering from cache (the read path) and store
-// (everything else).
+// (everything else). A nil cache turns L1 off: GET and MGET go to the
+// store like any other command.
 func New(cache Cache, store Store, cfg Config) (*Server, error) {
-	if cache == nil || store == nil {
-		return nil, fmt.Errorf("%w: New needs a cache and a store", ErrConfig)
+	if store == nil {
+		return nil, fmt.Errorf("%w: New needs a store", ErrConfig)
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -197,13 +221,20 @@ func New(cache Cache, store Store, cfg Config) (*Server, error) {
 			maxQueryBuf: cfg.ClientQueryBufferLimit,
 		},
 	}
+	s.multi, _ = store.(MultiStore)
+	s.metas, _ = store.(MetaStore)
 	s.handlers = s.localHandlers()
 	s.supported = make(map[string]bool)
+	s.localParents = make(map[*commands.Meta]bool)
 	for m := range s.handlers {
 		s.supportCommand(m.Name)
+		if m.Parent != nil {
+			s.localParents[m.Parent] = true
+		}
 	}
 	storeCommands := store.Commands()
 	if storeCommands == nil {
+		s.storeTakesAll = true
 		storeCommands = commands.Names()
 	}
 	for _, name := range storeCommands {

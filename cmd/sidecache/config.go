@@ -12,6 +12,7 @@ import (
 
 	"github.com/sidecache/sidecache/l1"
 	"github.com/sidecache/sidecache/l2store/embedded/kv"
+	"github.com/sidecache/sidecache/l2store/remote"
 	"github.com/sidecache/sidecache/proxy"
 )
 
@@ -24,8 +25,19 @@ type config struct {
 	Listen                 string
 	L1MaxBytes             int64
 	L1TTL                  time.Duration
+	L2                     string
 	L2MaxBytes             int64
 	L2Policy               string
+	L2DialTimeout          time.Duration
+	L2ReadTimeout          time.Duration
+	L2WriteTimeout         time.Duration
+	L2PoolSize             int
+	L2Tracking             string
+	L2TLSCACert            string
+	L2TLSCert              string
+	L2TLSKey               string
+	L2TLSServerName        string
+	L2TLSInsecure          bool
 	MaxClients             int
 	ProtoMaxBulkLen        int64
 	MaxMultibulkLen        int64
@@ -51,8 +63,19 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&c.Listen, "listen", proxy.DefaultAddr, "TCP address for Redis clients")
-	sizeVar(fs, &c.L1MaxBytes, "l1-max-bytes", l1.DefaultMaxBytes, "memory bound of the in-process L1, counting keys, values and per-entry overhead (e.g. 64mb)")
+	sizeVar(fs, &c.L1MaxBytes, "l1-max-bytes", l1.DefaultMaxBytes, "memory bound of the in-process L1, counting keys, values and per-entry overhead (e.g. 64mb); 0 turns L1 off")
 	fs.DurationVar(&c.L1TTL, "l1-ttl", l1.DefaultTTL, "longest time L1 serves a value before asking L2 again")
+	fs.StringVar(&c.L2, "l2", "", "remote L2 URL: redis://[user:pass@]host:port[/db], rediss://..., redis+sentinel://host:port[,host:port]/master[/db], redis+cluster://host:port[,host:port]; empty: the embedded L2")
+	fs.DurationVar(&c.L2DialTimeout, "l2-dial-timeout", remote.DefaultDialTimeout, "remote L2: how long to wait to connect to a node")
+	fs.DurationVar(&c.L2ReadTimeout, "l2-read-timeout", remote.DefaultReadTimeout, "remote L2: how long to wait for a reply (blocking commands wait as long as they ask)")
+	fs.DurationVar(&c.L2WriteTimeout, "l2-write-timeout", remote.DefaultWriteTimeout, "remote L2: how long to wait to send a command")
+	fs.IntVar(&c.L2PoolSize, "l2-pool-size", 0, "remote L2: most pooled connections per node and protocol; 0: 10 per CPU")
+	fs.StringVar(&c.L2Tracking, "l2-tracking", string(remote.TrackingAuto), "remote L2: how L1 learns of writes made elsewhere: auto (CLIENT TRACKING where the upstream offers it, else the --l1-ttl cap), redirect, or off")
+	fs.StringVar(&c.L2TLSCACert, "l2-tls-ca-cert", "", "remote L2 over TLS (rediss://): PEM file of the CAs to trust; empty: the system's")
+	fs.StringVar(&c.L2TLSCert, "l2-tls-cert", "", "remote L2 over TLS: PEM client certificate, with --l2-tls-key")
+	fs.StringVar(&c.L2TLSKey, "l2-tls-key", "", "remote L2 over TLS: PEM client key")
+	fs.StringVar(&c.L2TLSServerName, "l2-tls-server-name", "", "remote L2 over TLS: the name to verify in the server's certificate; empty: the URL's host")
+	fs.BoolVar(&c.L2TLSInsecure, "l2-tls-insecure-skip-verify", false, "remote L2 over TLS: do not verify the server's certificate (testing only)")
 	sizeVar(fs, &c.L2MaxBytes, "l2-max-bytes", kv.DefaultMaxBytes, "memory bound of the embedded L2, entries and indexes (Redis maxmemory)")
 	fs.StringVar(&c.L2Policy, "l2-policy", "allkeys-lru", "what the embedded L2 does when full: allkeys-lru (evict) or noeviction (writes get -OOM)")
 	fs.IntVar(&c.MaxClients, "maxclients", proxy.DefaultMaxClients, "most simultaneous client connections (Redis maxclients)")
@@ -105,8 +128,8 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 // they combine (see serve).
 func (c *config) validate() error {
 	switch {
-	case c.L1MaxBytes <= 0:
-		return fmt.Errorf("--l1-max-bytes %d: must be positive", c.L1MaxBytes)
+	case c.L1MaxBytes < 0:
+		return fmt.Errorf("--l1-max-bytes %d: must not be negative", c.L1MaxBytes)
 	case c.L1TTL <= 0:
 		return fmt.Errorf("--l1-ttl %v: must be positive", c.L1TTL)
 	case c.L2MaxBytes <= 0:
@@ -123,6 +146,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("--client-query-buffer-limit %d: must be at least %d (1mb)", c.ClientQueryBufferLimit, proxy.MinClientQueryBufferLimit)
 	case c.IdleTimeout < 0:
 		return fmt.Errorf("--idle-timeout %v: must not be negative", c.IdleTimeout)
+	case c.L2PoolSize < 0:
+		return fmt.Errorf("--l2-pool-size %d: must not be negative", c.L2PoolSize)
+	case (c.L2TLSCert == "") != (c.L2TLSKey == ""):
+		return fmt.Errorf("--l2-tls-cert and --l2-tls-key go together")
 	case c.LogFormat != "console" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: want console or json", c.LogFormat)
 	case c.ShutdownTimeout < 0:

@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,8 +22,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sidecache/sidecache/l1"
+	"github.com/sidecache/sidecache/l2store"
 	"github.com/sidecache/sidecache/l2store/embedded"
 	"github.com/sidecache/sidecache/l2store/embedded/kv"
+	"github.com/sidecache/sidecache/l2store/remote"
 	"github.com/sidecache/sidecache/proxy"
 )
 
@@ -65,31 +69,101 @@ func run(args []string) int {
 // isConfigError reports whether err is a tier's rejection of its
 // configuration, which the flags set: a bad flag, like a parse error.
 func isConfigError(err error) bool {
-	return errors.Is(err, l1.ErrInvalidConfig) || errors.Is(err, embedded.ErrConfig) || errors.Is(err, proxy.ErrConfig)
+	return errors.Is(err, l1.ErrInvalidConfig) || errors.Is(err, embedded.ErrConfig) ||
+		errors.Is(err, remote.ErrConfig) || errors.Is(err, proxy.ErrConfig)
+}
+
+// store is the L2 as serve uses it.
+type store interface {
+	l2store.Store
+	proxy.Store
+}
+
+// newStore builds the L2: the embedded store, or the remote one --l2 names.
+func newStore(cfg *config, log *zap.Logger) (store, []proxy.Setting, error) {
+	if cfg.L2 == "" {
+		policy, err := kv.ParsePolicy(cfg.L2Policy)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := embedded.New(embedded.Config{
+			KV:              kv.Config{MaxBytes: cfg.L2MaxBytes, Policy: policy},
+			ProtoMaxBulkLen: cfg.ProtoMaxBulkLen,
+		})
+		return st, []proxy.Setting{
+			{Name: "maxmemory", Value: strconv.FormatInt(cfg.L2MaxBytes, 10)},
+			{Name: "maxmemory-policy", Value: cfg.L2Policy},
+		}, err
+	}
+	tlsCfg, err := l2TLSConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	rcfg := remote.Config{
+		URL:          cfg.L2,
+		DialTimeout:  cfg.L2DialTimeout,
+		ReadTimeout:  cfg.L2ReadTimeout,
+		WriteTimeout: cfg.L2WriteTimeout,
+		PoolSize:     cfg.L2PoolSize,
+		TLS:          tlsCfg,
+		Tracking:     remote.TrackingMode(cfg.L2Tracking),
+		Logger:       log.Named("l2"),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.L2DialTimeout+cfg.L2ReadTimeout)
+	defer cancel()
+	st, err := remote.New(ctx, rcfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, []proxy.Setting{{Name: "sidecache-l2", Value: rcfg.Redacted()}}, nil
+}
+
+// l2TLSConfig builds the TLS settings of a remote L2 from the flags, or
+// nil for the defaults.
+func l2TLSConfig(cfg *config) (*tls.Config, error) {
+	if cfg.L2TLSCACert == "" && cfg.L2TLSCert == "" && cfg.L2TLSServerName == "" && !cfg.L2TLSInsecure {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.L2TLSServerName, InsecureSkipVerify: cfg.L2TLSInsecure}
+	if cfg.L2TLSCACert != "" {
+		pem, err := os.ReadFile(cfg.L2TLSCACert)
+		if err != nil {
+			return nil, fmt.Errorf("--l2-tls-ca-cert: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--l2-tls-ca-cert %s: no PEM certificate in it", cfg.L2TLSCACert)
+		}
+	}
+	if cfg.L2TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.L2TLSCert, cfg.L2TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("--l2-tls-cert/--l2-tls-key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // serve builds the tiers, listens, and serves until SIGINT or SIGTERM.
 func serve(cfg *config, log *zap.Logger) error {
-	policy, err := kv.ParsePolicy(cfg.L2Policy)
+	st, settings, err := newStore(cfg, log)
 	if err != nil {
 		return err
 	}
-	store, err := embedded.New(embedded.Config{
-		KV:              kv.Config{MaxBytes: cfg.L2MaxBytes, Policy: policy},
-		ProtoMaxBulkLen: cfg.ProtoMaxBulkLen,
-	})
-	if err != nil {
-		return err
+	defer st.Close()
+	var cache proxy.Cache // nil: L1 off
+	if cfg.L1MaxBytes > 0 {
+		c, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte) (l1.Item, bool, error) {
+			item, found, err := st.Get(ctx, key)
+			return l1.Item(item), found, err
+		}), l1.Config{MaxBytes: cfg.L1MaxBytes, TTL: cfg.L1TTL})
+		if err != nil {
+			return err
+		}
+		cache = c
 	}
-	defer store.Close()
-	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte) (l1.Item, bool, error) {
-		item, found, err := store.Get(ctx, key)
-		return l1.Item(item), found, err
-	}), l1.Config{MaxBytes: cfg.L1MaxBytes, TTL: cfg.L1TTL})
-	if err != nil {
-		return err
-	}
-	srv, err := proxy.New(cache, store, proxy.Config{
+	srv, err := proxy.New(cache, st, proxy.Config{
 		Addr:                   cfg.Listen,
 		MaxClients:             cfg.MaxClients,
 		ProtoMaxBulkLen:        cfg.ProtoMaxBulkLen,
@@ -99,12 +173,10 @@ func serve(cfg *config, log *zap.Logger) error {
 		RequirePass:            cfg.RequirePass,
 		Version:                version,
 		Logger:                 log,
-		Settings: []proxy.Setting{
-			{Name: "maxmemory", Value: strconv.FormatInt(cfg.L2MaxBytes, 10)},
-			{Name: "maxmemory-policy", Value: cfg.L2Policy},
-			{Name: "sidecache-l1-max-bytes", Value: strconv.FormatInt(cfg.L1MaxBytes, 10)},
-			{Name: "sidecache-l1-ttl", Value: cfg.L1TTL.String()},
-		},
+		Settings: append(settings,
+			proxy.Setting{Name: "sidecache-l1-max-bytes", Value: strconv.FormatInt(cfg.L1MaxBytes, 10)},
+			proxy.Setting{Name: "sidecache-l1-ttl", Value: cfg.L1TTL.String()},
+		),
 	})
 	if err != nil {
 		return err
@@ -118,9 +190,7 @@ func serve(cfg *config, log *zap.Logger) error {
 		zap.String("listen", cfg.Listen),
 		zap.Int64("l1_max_bytes", cfg.L1MaxBytes),
 		zap.Duration("l1_ttl", cfg.L1TTL),
-		zap.String("l2", "embedded"),
-		zap.Int64("l2_max_bytes", cfg.L2MaxBytes),
-		zap.String("l2_policy", cfg.L2Policy),
+		zap.String("l2", l2Name(cfg)),
 		zap.Int("maxclients", cfg.MaxClients),
 		zap.Bool("requirepass", cfg.RequirePass != ""),
 	)
@@ -148,6 +218,14 @@ func serve(cfg *config, log *zap.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// l2Name describes the L2 for the log, without secrets.
+func l2Name(cfg *config) string {
+	if cfg.L2 == "" {
+		return fmt.Sprintf("embedded (max %d bytes, %s)", cfg.L2MaxBytes, cfg.L2Policy)
+	}
+	return remote.Config{URL: cfg.L2}.Redacted()
 }
 
 // syscallError reduces a listen error to its cause, e.g. "address already

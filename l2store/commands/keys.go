@@ -91,7 +91,29 @@ const (
 	getKeysNumkeys1  // COMMAND numkeys key ...  (ZUNION, LMPOP, SINTERCARD...)
 	getKeysNumkeys2  // COMMAND arg numkeys key ...  (EVAL, FCALL, BLMPOP...)
 	getKeysStoreNum1 // COMMAND destkey numkeys key ...  (ZUNIONSTORE...)
+	getKeysRange     // FirstKey, LastKey, Step (a command not in the table; see FromRange)
 )
+
+// FromRange returns the Meta of a command that is not in the table, such
+// as a module's or a newer Redis's, from what COMMAND INFO tells of it:
+// its keys are found by the legacy range first, last, step.
+func FromRange(name string, arity int, flags Flags, first, last, step int) *Meta {
+	return &Meta{Name: name, Arity: arity, Flags: flags, FirstKey: first, LastKey: last, Step: step, getkeys: getKeysRange}
+}
+
+// ParseFlags returns the flags named as COMMAND INFO spells them; unknown
+// names are ignored.
+func ParseFlags(names []string) Flags {
+	var f Flags
+	for _, name := range names {
+		for _, n := range flagNames {
+			if n.name == name {
+				f |= n.flag
+			}
+		}
+	}
+	return f
+}
 
 // nativeGetKeys lists the commands that have a getkeys_proc in Redis
 // 7.0.15's src/commands.c.
@@ -274,6 +296,18 @@ func (m *Meta) nativeKeys(dst []KeyRef, args [][]byte) []KeyRef {
 		return dst
 	}
 	switch m.getkeys {
+	case getKeysRange:
+		if m.FirstKey <= 0 || m.Step <= 0 {
+			return dst
+		}
+		last := m.LastKey
+		if last < 0 {
+			last += argc
+		}
+		for i := m.FirstKey; i <= last && i < argc; i += m.Step {
+			dst = add(dst, i, 0)
+		}
+		return dst
 	case getKeysNumkeys1:
 		return numkeysKeys(dst, args, 0, 1, 2)
 	case getKeysNumkeys2:
