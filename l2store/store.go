@@ -101,6 +101,11 @@ type Stats struct {
 	Policy      string // eviction policy in Redis's spelling, e.g. "allkeys-lru"
 	Evictions   uint64 // keys evicted to make room
 	Expirations uint64 // keys removed because their TTL passed
+
+	// Remote stores only.
+	Upstream string // the upstream's URL without its password
+	Mode     string // "standalone", "sentinel" or "cluster"
+	Tracking string // how L1 learns of others' writes: "redirect", "off" (the L1 TTL cap), ...
 }
 
 // ReplyError is a Go error carrying a Redis error reply, for the places

@@ -185,8 +185,7 @@ func (s *Server) dispatch(c *client, args [][]byte) {
 // batch: anything but a command that needs or holds a dedicated upstream
 // connection.
 func (s *Server) batchable(c *client, args [][]byte) bool {
-	m := commands.Find(args)
-	return m == nil || !s.wantsPin(c, m, args)
+	return !s.wantsPin(c, commands.Find(args), args)
 }
 
 func (s *Server) allBatchable(c *client, cmds []redcon.Command) bool {
@@ -298,10 +297,11 @@ func (s *Server) storeCommand(c *client, m *commands.Meta, args [][]byte) {
 }
 
 // invalidate drops from L1 the keys a write names. A keyless write
-// (FLUSHDB, FLUSHALL, SWAPDB) drops all of L1. Scripts and functions
-// (EVAL, FCALL: may_replicate with movable keys) count as writes of their
-// declared keys. A command missing from the table is looked up in the
-// store (a remote upstream's COMMAND INFO); if nothing is known of it,
+// (FLUSHDB, FLUSHALL, SWAPDB) drops all of L1. Commands flagged
+// may_replicate count as writes of their keys: scripts and functions
+// (EVAL, FCALL) of their declared keys, and PFCOUNT, which caches the
+// cardinality in the value. A command missing from the table is looked up
+// in the store (a remote upstream's COMMAND INFO); if nothing is known of it,
 // all of L1 is dropped.
 func (s *Server) invalidate(c *client, m *commands.Meta, args [][]byte) {
 	if s.cache == nil {
@@ -314,12 +314,11 @@ func (s *Server) invalidate(c *client, m *commands.Meta, args [][]byte) {
 		s.cache.Flush()
 		return
 	}
-	const script = commands.MayReplicate | commands.MovableKeys
-	if m.Flags&commands.Write == 0 && m.Flags&script != script {
+	if m.Flags&(commands.Write|commands.MayReplicate) == 0 {
 		return
 	}
 	c.keys = m.Keys(c.keys[:0], args)
-	if len(c.keys) == 0 && m.Flags&commands.MovableKeys == 0 {
+	if len(c.keys) == 0 && m.Flags&commands.Write != 0 && m.Flags&commands.MovableKeys == 0 {
 		s.cache.Flush()
 	}
 	for _, k := range c.keys {

@@ -187,6 +187,11 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 		field("l2_policy", l2.Policy)
 		field("l2_evictions", l2.Evictions)
 		field("l2_expirations", l2.Expirations)
+		if l2.Upstream != "" {
+			field("l2_upstream", l2.Upstream)
+			field("l2_mode", l2.Mode)
+			field("l2_tracking", l2.Tracking)
+		}
 	}
 }
 

@@ -118,6 +118,24 @@ func newStore(cfg *config, log *zap.Logger) (store, []proxy.Setting, error) {
 	return st, []proxy.Setting{{Name: "sidecache-l2", Value: rcfg.Redacted()}}, nil
 }
 
+// applyInvalidations drops from L1 what the remote L2 reports written
+// elsewhere, until stop is closed.
+func applyInvalidations(in <-chan remote.Invalidation, cache *l1.Cache, stop <-chan struct{}) {
+	for {
+		select {
+		case inv := <-in:
+			if inv.Flush {
+				cache.Flush()
+			}
+			for _, k := range inv.Keys {
+				cache.Invalidate(k)
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
 // l2TLSConfig builds the TLS settings of a remote L2 from the flags, or
 // nil for the defaults.
 func l2TLSConfig(cfg *config) (*tls.Config, error) {
@@ -162,6 +180,11 @@ func serve(cfg *config, log *zap.Logger) error {
 			return err
 		}
 		cache = c
+		if rs, ok := st.(*remote.Store); ok {
+			stop := make(chan struct{})
+			defer close(stop)
+			go applyInvalidations(rs.Invalidations(), c, stop)
+		}
 	}
 	srv, err := proxy.New(cache, st, proxy.Config{
 		Addr:                   cfg.Listen,

@@ -44,6 +44,7 @@ type Store struct {
 	// deferred face) lets a client's pipeline go out in one batch.
 	apOne, apMany [2]*redis.AutoPipeliner
 	fill          redis.UniversalClient // the read path's client (RESP2)
+	trk           *tracking             // invalidation of what fill read (tracking.go)
 
 	// Cluster mode only: the typed clients, and the node clients go-redis
 	// created, by protocol and address, to follow redirections.
@@ -72,7 +73,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	for i, proto := range []int{2, 3} {
 		s.pass[i] = s.newClient(proto, i, nil)
 	}
-	s.fill = s.newClient(2, -1, nil)
+	s.trk = newTracking(&s.cfg, t)
+	s.fill = s.newClient(2, -1, s.trk.dialer())
 	if t.mode != Cluster {
 		for i := range s.pass {
 			c := s.pass[i].(interface {
@@ -92,6 +94,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("%w: %s: %v", l2store.ErrUnavailable, redactURL(cfg.URL), err)
 	}
+	if cfg.Tracking != TrackingOff {
+		// Connect the read path now: tracking starts, and is logged, with
+		// the Store.
+		if err := s.fill.Ping(ctx).Err(); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("%w: %s: %v", l2store.ErrUnavailable, redactURL(cfg.URL), err)
+		}
+	}
 	return s, nil
 }
 
@@ -100,6 +110,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, network, addr string) (net.Conn, error)) redis.UniversalClient {
 	o := s.cfg.nodeOptions(s.t, proto)
 	o.Dialer = dialer
+	if dialer != nil {
+		// The tracking dialer's connections live until they fail: the
+		// server forgets the keys a connection read when it closes, which
+		// flushes L1 (tracking.go).
+		o.ConnMaxIdleTime = -1
+	}
 	switch s.t.mode {
 	case Sentinel:
 		return redis.NewFailoverClient(&redis.FailoverOptions{
@@ -117,6 +133,7 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 			MaxRetries:      o.MaxRetries,
 			DisableIdentity: o.DisableIdentity,
 			Dialer:          o.Dialer,
+			ConnMaxIdleTime: o.ConnMaxIdleTime,
 		})
 	case Cluster:
 		co := &redis.ClusterOptions{
@@ -132,6 +149,7 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 			MaxRetries:      o.MaxRetries,
 			DisableIdentity: o.DisableIdentity,
 			Dialer:          o.Dialer,
+			ConnMaxIdleTime: o.ConnMaxIdleTime,
 		}
 		if idx >= 0 {
 			co.NewClient = func(no *redis.Options) *redis.Client {
@@ -165,6 +183,7 @@ func (s *Store) Get(ctx context.Context, key []byte) (l2store.Item, bool, error)
 	var get *redis.StringCmd
 	var pttl *redis.DurationCmd
 	start := s.now()
+	mark := s.trk.mark()
 	_, err := s.fill.Pipelined(ctx, func(p redis.Pipeliner) error {
 		get = p.Get(ctx, k)
 		pttl = p.PTTL(ctx, k)
@@ -186,6 +205,10 @@ func (s *Store) Get(ctx context.Context, key []byte) (l2store.Item, bool, error)
 	default:
 		// PTTL is in milliseconds; go-redis returns it as a Duration.
 		item.Expires = start.Add(ttl)
+	}
+	if !s.trk.keep(mark) {
+		// An invalidation of it may be lost: serve it, never keep it.
+		item.Expires = start
 	}
 	return item, true, nil
 }
@@ -364,9 +387,11 @@ func toAny(args [][]byte) []any {
 // Commands returns nil: every command passes through.
 func (s *Store) Commands() []string { return nil }
 
-// Stats reports the kind of store; the upstream's own counters are in its
-// INFO.
-func (s *Store) Stats() l2store.Stats { return l2store.Stats{Kind: "remote"} }
+// Stats reports the upstream and the state of tracking; the upstream's own
+// counters are in its INFO.
+func (s *Store) Stats() l2store.Stats {
+	return l2store.Stats{Kind: "remote", Upstream: redactURL(s.cfg.URL), Mode: string(s.t.mode), Tracking: s.TrackingStatus()}
+}
 
 // Close closes every connection.
 func (s *Store) Close() error {
@@ -386,6 +411,9 @@ func (s *Store) Close() error {
 		}
 		if s.fill != nil {
 			s.fill.Close()
+		}
+		if s.trk != nil {
+			s.trk.close()
 		}
 		s.nodesMu.Lock()
 		for _, c := range s.extra {
