@@ -49,6 +49,8 @@ type client struct {
 	scratch []byte    // reply encoding buffer
 	keys    [][]byte  // key positions buffer
 	group   []pending // pipeline batch buffer
+
+	pin *pinState // dedicated upstream connection (pinned.go), nil if never pinned
 }
 
 func newClient(s *Server, conn redcon.Conn, g *gate) *client {

@@ -163,6 +163,10 @@ func (s *Server) passUnknown(args [][]byte) bool {
 func (s *Server) dispatch(c *client, args [][]byte) {
 	c.commands.Add(1)
 	c.lastActive.Store(s.stats.ops.unixSeconds())
+	if c.pinned() {
+		s.pinnedDispatch(c, args) // all to the dedicated connection (pinned.go)
+		return
+	}
 	m, r, errReply := s.classify(c, args)
 	if r == routeReject {
 		c.writeReply(errReply)

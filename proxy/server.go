@@ -346,6 +346,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-s.drained:
 	case <-ctx.Done():
 		err = ctx.Err()
+		for _, c := range s.snapshotClients() {
+			c.cancel() // ends blocking commands (pinned.go)
+		}
 	}
 	ln.finish() // redcon's Serve returns and closes what is left
 	return err
@@ -382,6 +385,9 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 	c, _ := conn.Context().(*client)
 	if c == nil {
 		return
+	}
+	if s.releasePin(c) {
+		return // detached: its pump calls closed when it ends (pinned.go)
 	}
 	switch {
 	case errors.Is(err, errQueryBufferLimit):

@@ -9,9 +9,10 @@ import (
 )
 
 func TestClusterKeySlot(t *testing.T) {
-	// The check value of CRC-16/XMODEM, also quoted in Redis's crc16.c.
-	if got := crc16("123456789"); got != 0x31c3 {
-		t.Errorf("crc16(123456789) = %#x, want 0x31c3", got)
+	// The check value of CRC-16/XMODEM, quoted in Redis's crc16.c, is
+	// 0x31c3: the slot of "123456789" is that modulo 16384.
+	if got := KeySlot("123456789"); got != 0x31c3%16384 {
+		t.Errorf("KeySlot(123456789) = %d, want %d", got, 0x31c3%16384)
 	}
 	tests := []struct {
 		key  string

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/sidecache/sidecache/l2store"
+	"github.com/sidecache/sidecache/l2store/remote"
 )
 
 const (
@@ -547,34 +548,9 @@ func (m *SlotMigration) Finish(t testing.TB) {
 	}
 }
 
-// KeySlot returns the hash slot of key as Redis Cluster computes it:
-// CRC16 (XMODEM) of the key, or of its hash tag (the text between the
-// first '{' and the next '}', if not empty), modulo 16384.
-func KeySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key)) % clusterSlots
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the
-// checksum of Redis Cluster's key slots.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// KeySlot returns the hash slot of key as Redis Cluster computes it
+// (remote.KeySlot: CRC16 of the key or its hash tag, modulo 16384).
+func KeySlot(key string) int { return remote.KeySlot([]byte(key)) }
 
 // SentinelGroup is a master, one replica and three sentinels monitoring
 // them, each a redis-server child process on a loopback port, started by

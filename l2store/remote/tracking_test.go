@@ -860,44 +860,7 @@ func TestTrackingSentinel(t *testing.T) {
 // TestTrackingCluster: each cluster node the fill client dials gets its
 // own tracker.
 func TestTrackingCluster(t *testing.T) {
-	cli := trkBinary(t, "redis-cli")
-	dir := t.TempDir()
-	var nodes []string
-	for range 3 {
-		srv := trkStart(t, trkClusterPort, func(port int) []string {
-			return []string{
-				"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-				"--daemonize", "no", "--dir", dir, "--logfile", "",
-				"--cluster-enabled", "yes", "--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
-			}
-		})
-		nodes = append(nodes, srv.Addr)
-	}
-	args := append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
-	}
-	admins := map[string]*trkConn{}
-	for _, n := range nodes {
-		admins[n] = trkDial(t, n)
-		trkPoll(t, "cluster_state:ok on "+n, func() bool {
-			return strings.Contains(string(admins[n].ok("CLUSTER", "INFO").Str), "cluster_state:ok")
-		})
-	}
-	// One key per node, by the slot ranges of CLUSTER SLOTS.
-	owner := func(key string) string {
-		slot := admins[nodes[0]].ok("CLUSTER", "KEYSLOT", key).Int
-		for _, r := range admins[nodes[0]].ok("CLUSTER", "SLOTS").Elems {
-			if r.Elems[0].Int <= slot && slot <= r.Elems[1].Int {
-				m := r.Elems[2].Elems
-				return net.JoinHostPort(string(m[0].Str), strconv.FormatInt(m[1].Int, 10))
-			}
-		}
-		t.Fatalf("no owner for slot %d", slot)
-		return ""
-	}
+	nodes, admins, owner := trkCluster(t)
 	keys := map[string]string{}
 	for i := 0; len(keys) < len(nodes) && i < 1000; i++ {
 		k := fmt.Sprintf("key%d", i)
@@ -1269,4 +1232,48 @@ func TestTrackingTLS(t *testing.T) {
 	trkDrain(s)
 	admin.ok("SET", "k", "x")
 	trkNext(t, s, "SET over TLS after reconnecting", hasKey("k"))
+}
+
+// trkCluster starts a 3-master Redis Cluster and waits until every node
+// says cluster_state:ok. It returns the nodes, an admin connection to each,
+// and a function giving the node that owns a key.
+func trkCluster(t *testing.T) (nodes []string, admins map[string]*trkConn, owner func(key string) string) {
+	t.Helper()
+	cli := trkBinary(t, "redis-cli")
+	dir := t.TempDir()
+	for range 3 {
+		srv := trkStart(t, trkClusterPort, func(port int) []string {
+			return []string{
+				"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+				"--daemonize", "no", "--dir", dir, "--logfile", "",
+				"--cluster-enabled", "yes", "--cluster-config-file", fmt.Sprintf("nodes-%d.conf", port),
+			}
+		})
+		nodes = append(nodes, srv.Addr)
+	}
+	args := append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli %v: %v\n%s", args, err, out)
+	}
+	admins = map[string]*trkConn{}
+	for _, n := range nodes {
+		admins[n] = trkDial(t, n)
+		trkPoll(t, "cluster_state:ok on "+n, func() bool {
+			return strings.Contains(string(admins[n].ok("CLUSTER", "INFO").Str), "cluster_state:ok")
+		})
+	}
+	owner = func(key string) string {
+		slot := admins[nodes[0]].ok("CLUSTER", "KEYSLOT", key).Int
+		for _, r := range admins[nodes[0]].ok("CLUSTER", "SLOTS").Elems {
+			if r.Elems[0].Int <= slot && slot <= r.Elems[1].Int {
+				m := r.Elems[2].Elems
+				return net.JoinHostPort(string(m[0].Str), strconv.FormatInt(m[1].Int, 10))
+			}
+		}
+		t.Fatalf("no owner for slot %d", slot)
+		return ""
+	}
+	return nodes, admins, owner
 }
