@@ -99,6 +99,10 @@ func newStore(cfg *config, log *zap.Logger) (store, []proxy.Setting, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	tracking := remote.TrackingMode(cfg.L2Tracking)
+	if cfg.L1MaxBytes == 0 {
+		tracking = remote.TrackingOff // no L1 to keep coherent
+	}
 	rcfg := remote.Config{
 		URL:          cfg.L2,
 		DialTimeout:  cfg.L2DialTimeout,
@@ -106,7 +110,7 @@ func newStore(cfg *config, log *zap.Logger) (store, []proxy.Setting, error) {
 		WriteTimeout: cfg.L2WriteTimeout,
 		PoolSize:     cfg.L2PoolSize,
 		TLS:          tlsCfg,
-		Tracking:     remote.TrackingMode(cfg.L2Tracking),
+		Tracking:     tracking,
 		Logger:       log.Named("l2"),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.L2DialTimeout+cfg.L2ReadTimeout)
