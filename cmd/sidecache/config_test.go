@@ -69,6 +69,13 @@ func TestParseConfig(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, env(), nil, "-nope"},
 		{"stray argument", []string{"extra"}, env(), nil, `unexpected argument "extra"`},
 		{"bad policy", []string{"--l2-policy", "lfu"}, env(), nil, "--l2-policy"},
+		{"remote L2 from the environment", []string{"--l2-pool-size", "7"}, env("SIDECACHE_L2", "redis://h:1/2", "SIDECACHE_L2_TRACKING", "off"), func(c *config) bool {
+			return c.L2 == "redis://h:1/2" && c.L2Tracking == "off" && c.L2PoolSize == 7
+		}, ""},
+		{"L1 off", []string{"--l1-max-bytes", "0"}, env(), func(c *config) bool { return c.L1MaxBytes == 0 }, ""},
+		{"negative L1", []string{"--l1-max-bytes", "-1"}, env(), nil, "-l1-max-bytes"},
+		{"negative pool", []string{"--l2-pool-size", "-1"}, env(), nil, "--l2-pool-size"},
+		{"TLS cert without key", []string{"--l2-tls-cert", "c.pem"}, env(), nil, "--l2-tls-key"},
 		{"bad log format", []string{"--log-format", "xml"}, env(), nil, "--log-format"},
 		{"tiny bulk length", []string{"--proto-max-bulk-len", "100"}, env(), nil, "--proto-max-bulk-len 100"},
 		{"zero args limit", []string{"--max-multibulk-len", "0"}, env(), nil, "--max-multibulk-len 0"},

@@ -150,17 +150,17 @@ func l2TLSConfig(cfg *config) (*tls.Config, error) {
 	if cfg.L2TLSCACert != "" {
 		pem, err := os.ReadFile(cfg.L2TLSCACert)
 		if err != nil {
-			return nil, fmt.Errorf("--l2-tls-ca-cert: %w", err)
+			return nil, fmt.Errorf("%w: --l2-tls-ca-cert: %v", remote.ErrConfig, err)
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--l2-tls-ca-cert %s: no PEM certificate in it", cfg.L2TLSCACert)
+			return nil, fmt.Errorf("%w: --l2-tls-ca-cert %s: no PEM certificate in it", remote.ErrConfig, cfg.L2TLSCACert)
 		}
 	}
 	if cfg.L2TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.L2TLSCert, cfg.L2TLSKey)
 		if err != nil {
-			return nil, fmt.Errorf("--l2-tls-cert/--l2-tls-key: %w", err)
+			return nil, fmt.Errorf("%w: --l2-tls-cert/--l2-tls-key: %v", remote.ErrConfig, err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
