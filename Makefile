@@ -3,7 +3,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: test deps vet unit fuzz run bench
+.PHONY: test deps vet unit fuzz run bench bench-passthrough
 
 # test installs what the tests need, then runs vet, the race-enabled tests
 # (unit, integration and differential) and a short run of each fuzz target.
@@ -35,3 +35,6 @@ run:
 
 bench:
 	./bench/compare.sh
+
+bench-passthrough:
+	./bench/passthrough.sh
