@@ -70,7 +70,7 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.L2ReadTimeout, "l2-read-timeout", remote.DefaultReadTimeout, "remote L2: how long to wait for a reply (blocking commands wait as long as they ask)")
 	fs.DurationVar(&c.L2WriteTimeout, "l2-write-timeout", remote.DefaultWriteTimeout, "remote L2: how long to wait to send a command")
 	fs.IntVar(&c.L2PoolSize, "l2-pool-size", 0, "remote L2: most pooled connections per node and protocol; 0: 10 per CPU")
-	fs.StringVar(&c.L2Tracking, "l2-tracking", string(remote.TrackingAuto), "remote L2: how L1 learns of writes made elsewhere: auto (CLIENT TRACKING where the upstream offers it, else the --l1-ttl cap), redirect, or off")
+	fs.StringVar(&c.L2Tracking, "l2-tracking", string(remote.TrackingAuto), "remote L2: how L1 learns of writes made elsewhere: auto (CLIENT TRACKING where the upstream offers it, else the --l1-ttl cap), redirect, push (RESP3 tracking on connections of its own, e.g. Dragonfly), or off")
 	fs.StringVar(&c.L2TLSCACert, "l2-tls-ca-cert", "", "remote L2 over TLS (rediss://): PEM file of the CAs to trust; empty: the system's")
 	fs.StringVar(&c.L2TLSCert, "l2-tls-cert", "", "remote L2 over TLS: PEM client certificate, with --l2-tls-key")
 	fs.StringVar(&c.L2TLSKey, "l2-tls-key", "", "remote L2 over TLS: PEM client key")

@@ -67,6 +67,11 @@ const (
 	// redirecting invalidations to one connection per node subscribed to
 	// __redis__:invalidate (Redis 6+, Valkey).
 	TrackingRedirect TrackingMode = "redirect"
+	// TrackingPush enables tracking on connections of the read path's own,
+	// speaking RESP3, which receive the invalidations as push messages
+	// (Dragonfly, which refuses REDIRECT; also Redis 6+ and Valkey); see
+	// push.go.
+	TrackingPush TrackingMode = "push"
 	// TrackingOff relies on the L1 TTL alone.
 	TrackingOff TrackingMode = "off"
 )
@@ -222,8 +227,8 @@ func (c *Config) setDefaults() (*target, error) {
 		return nil, fmt.Errorf("%w: timeouts must not be negative", ErrConfig)
 	case c.PoolSize < 0:
 		return nil, fmt.Errorf("%w: pool size %d is negative", ErrConfig, c.PoolSize)
-	case c.Tracking != TrackingAuto && c.Tracking != TrackingRedirect && c.Tracking != TrackingOff:
-		return nil, fmt.Errorf("%w: tracking %q: want auto, redirect or off", ErrConfig, c.Tracking)
+	case c.Tracking != TrackingAuto && c.Tracking != TrackingRedirect && c.Tracking != TrackingPush && c.Tracking != TrackingOff:
+		return nil, fmt.Errorf("%w: tracking %q: want auto, redirect, push or off", ErrConfig, c.Tracking)
 	}
 	return parseURL(c.URL)
 }

@@ -45,6 +45,7 @@ type Store struct {
 	apOne, apMany [2]*redis.AutoPipeliner
 	fill          redis.UniversalClient // the read path's client (RESP2)
 	trk           *tracking             // invalidation of what fill read (tracking.go)
+	push          *pusher               // TrackingPush: the read path (push.go)
 
 	// Cluster mode only: the typed clients, and the node clients go-redis
 	// created, by protocol and address, to follow redirections.
@@ -101,6 +102,22 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("%w: %s: %v", l2store.ErrUnavailable, redactURL(cfg.URL), err)
 		}
+	}
+	switch {
+	case cfg.Tracking == TrackingPush:
+		s.push = newPusher(s)
+		s.push.start(ctx)
+	case cfg.Tracking == TrackingAuto && s.TrackingStatus() == TrackingStatusRefused:
+		// The upstream refuses REDIRECT: it may still track for the
+		// connection that reads, with RESP3 pushes (Dragonfly).
+		p := newPusher(s)
+		p.start(ctx)
+		if p.status() != TrackingStatusPush {
+			p.close()
+			break
+		}
+		s.push = p
+		s.log.Info("L2 tracking: REDIRECT refused; tracking with RESP3 pushes on the reading connections")
 	}
 	return s, nil
 }
@@ -179,6 +196,9 @@ func (s *Store) Mode() Mode { return s.t.mode }
 
 // Get reads key's value and remaining TTL in one round trip.
 func (s *Store) Get(ctx context.Context, key []byte) (l2store.Item, bool, error) {
+	if s.push != nil {
+		return s.push.get(ctx, key)
+	}
 	k := string(key)
 	var get *redis.StringCmd
 	var pttl *redis.DurationCmd
@@ -411,6 +431,9 @@ func (s *Store) Close() error {
 		}
 		if s.fill != nil {
 			s.fill.Close()
+		}
+		if s.push != nil {
+			s.push.close() // before trk, which closes Invalidations
 		}
 		if s.trk != nil {
 			s.trk.close()

@@ -236,9 +236,10 @@ func newTracking(cfg *Config, t *target) *tracking {
 	return tr
 }
 
-// dialer returns the fill client's go-redis Dialer, nil without tracking.
+// dialer returns the fill client's go-redis Dialer, nil without tracking
+// or with TrackingPush (whose fill client reads untracked only, push.go).
 func (tr *tracking) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
-	if tr.mode == TrackingOff {
+	if tr.mode == TrackingOff || tr.mode == TrackingPush {
 		return nil
 	}
 	return tr.dial
@@ -254,7 +255,10 @@ func (s *Store) Invalidations() <-chan Invalidation { return s.trk.out }
 // TrackingStatus reports the state of server-assisted invalidation, one of
 // the TrackingStatus constants, for INFO.
 func (s *Store) TrackingStatus() string {
-	if s.trk.mode == TrackingOff {
+	switch {
+	case s.push != nil: // TrackingPush, or auto where REDIRECT is refused
+		return s.push.status()
+	case s.trk.mode == TrackingOff:
 		return TrackingStatusOff
 	}
 	w := s.trk.word.Load()
