@@ -103,3 +103,31 @@ func TestRemoteTrackingOff(t *testing.T) {
 	expect(t, c, "+OK\r\n", "SET", "k", "mine")
 	expect(t, c, bulkReply("mine"), "GET", "k")
 }
+
+// TestRemoteCoherencePush: with --l2-tracking push (the mode for upstreams
+// without REDIRECT, such as Dragonfly) writes elsewhere reach L1 through
+// RESP3 invalidation pushes on the reading connection.
+func TestRemoteCoherencePush(t *testing.T) {
+	r := StartRedisServer(t)
+	url := "redis://" + r.Addr + "/0"
+	a := StartSidecache(t, "--l2", url, "--l1-ttl", "1h", "--l2-tracking", "push")
+	b := StartSidecache(t, "--l2", url, "--l1-ttl", "1h", "--l2-tracking", "push")
+	ca, cb, direct := a.Dial(t), b.Dial(t), r.Dial(t)
+	if got := infoFields(t, cb, "sidecache")["l2_tracking"]; got != "push" {
+		t.Fatalf("INFO l2_tracking = %q, want push", got)
+	}
+	expect(t, ca, "+OK\r\n", "SET", "k", "v1")
+	expect(t, cb, bulkReply("v1"), "GET", "k")
+	expect(t, ca, "+OK\r\n", "SET", "k", "v2")
+	eventually(t, cb, 5*time.Second, bulkReply("v2"), "GET", "k")
+	expect(t, direct, ":1\r\n", "DEL", "k")
+	eventually(t, cb, 5*time.Second, "$-1\r\n", "GET", "k")
+	expect(t, direct, "+OK\r\n", "SET", "k", "v3")
+	expect(t, cb, bulkReply("v3"), "GET", "k")
+	// The push connection is killed: L1 is flushed, and reads track again.
+	do(t, direct, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+	expect(t, direct, "+OK\r\n", "SET", "k", "v4")
+	eventually(t, cb, 5*time.Second, bulkReply("v4"), "GET", "k")
+	expect(t, direct, "+OK\r\n", "SET", "k", "v5")
+	eventually(t, cb, 5*time.Second, bulkReply("v5"), "GET", "k")
+}
