@@ -72,6 +72,29 @@ type Store interface {
 	Close() error
 }
 
+// Conn is a dedicated connection to a remote upstream node, for a client
+// whose connection holds state there (a transaction, a subscription, a
+// blocking command). A remote store hands them out; the proxy pins a
+// client to one.
+type Conn interface {
+	// Send writes and flushes one command.
+	Send(args [][]byte) error
+	// Receive reads one reply (or push) and returns its RESP bytes as sent.
+	Receive() ([]byte, error)
+	// Buffered is how many reply bytes are read but not yet received.
+	Buffered() int
+	// Do sends a command and receives its reply, following cluster
+	// redirections by reconnecting: only for a connection without state.
+	Do(args [][]byte) ([]byte, error)
+	// SetReadTimeout bounds each Receive: 0 means no bound, a negative
+	// duration restores the store's default.
+	SetReadTimeout(d time.Duration)
+	// Release returns a connection in its initial state for reuse.
+	Release()
+	// Close closes it; it may be called from any goroutine.
+	Close() error
+}
+
 // protoKey is the context key of WithProto.
 type protoKey struct{}
 

@@ -55,13 +55,19 @@ func (s *Server) localHandlers() map[*commands.Meta]handler {
 	}
 	hs := make(map[*commands.Meta]handler, len(byName))
 	for name, h := range byName {
-		m := commands.LookupFullName([]byte(name))
-		if m == nil {
-			panic("proxy: no Redis command named " + name)
-		}
-		hs[m] = h
+		hs[lookupMeta(name)] = h
 	}
 	return hs
+}
+
+// lookupMeta returns the command named name ("get", "client|setname"),
+// which must be in the table.
+func lookupMeta(name string) *commands.Meta {
+	m := commands.LookupFullName([]byte(name))
+	if m == nil {
+		panic("proxy: no Redis command named " + name)
+	}
+	return m
 }
 
 // serveRESP is redcon's handler: it runs one command, or, when the store

@@ -97,7 +97,7 @@ type Dedicator interface {
 	// DedicatedConn returns a connection speaking proto (2 or 3) to the
 	// node that owns key (nil: any), set up for the store's database and
 	// credentials. The caller must Release or Close it.
-	DedicatedConn(ctx context.Context, proto int, key []byte) (UpstreamConn, error)
+	DedicatedConn(ctx context.Context, proto int, key []byte) (l2store.Conn, error)
 	// Clustered reports whether the upstream is a Redis Cluster: MULTI
 	// without WATCH is then queued by the proxy and run by Transaction.
 	Clustered() bool
@@ -105,28 +105,6 @@ type Dedicator interface {
 	// returns EXEC's reply as the upstream sent it, or Redis Cluster's
 	// -CROSSSLOT error if the keys span several slots.
 	Transaction(ctx context.Context, proto int, cmds [][][]byte) ([]byte, error)
-}
-
-// UpstreamConn is a dedicated connection. It is an alias of an interface
-// literal, which the remote store declares identically, so that neither
-// package imports the other.
-type UpstreamConn = interface {
-	// Send writes and flushes one command.
-	Send(args [][]byte) error
-	// Receive reads one reply (or push) and returns its RESP bytes as sent.
-	Receive() ([]byte, error)
-	// Buffered is how many reply bytes are read but not yet received.
-	Buffered() int
-	// Do sends a command and receives its reply, following cluster
-	// redirections by reconnecting: only for a connection without state.
-	Do(args [][]byte) ([]byte, error)
-	// SetReadTimeout bounds each Receive: 0 means no bound, a negative
-	// duration restores the store's default.
-	SetReadTimeout(d time.Duration)
-	// Release returns a connection in its initial state for reuse.
-	Release()
-	// Close closes it; it may be called from any goroutine.
-	Close() error
 }
 
 // pinKind is what a command needs of the upstream connection.
@@ -140,14 +118,6 @@ const (
 	pinBlocking         // blocking commands (XREAD and XREADGROUP only with BLOCK)
 	pinRefuse           // answered by the proxy (refuseReply): never on a pooled connection
 )
-
-func lookupMeta(name string) *commands.Meta {
-	m := commands.LookupFullName([]byte(name))
-	if m == nil {
-		panic("proxy: no Redis command named " + name)
-	}
-	return m
-}
 
 var (
 	mMulti        = lookupMeta("multi")
@@ -275,7 +245,7 @@ func refuseReply(m *commands.Meta, args [][]byte) l2store.Reply {
 // pinState is a client's dedicated connection and what it holds. Only the
 // client's goroutine uses it, and, once detached, its pump.
 type pinState struct {
-	conn    UpstreamConn // nil when not pinned
+	conn    l2store.Conn // nil when not pinned
 	proto   int          // conn's protocol
 	reproto bool         // conn's protocol was switched by HELLO: close it, never pool it
 	multi   bool         // in MULTI
@@ -343,8 +313,8 @@ func (s *Server) pinnedCommand(c *client, m *commands.Meta, args [][]byte) bool 
 		c.writeReply(refuseReply(m, args))
 		return true
 	}
-	d, ok := s.store.(Dedicator)
-	if !ok {
+	d := s.ded
+	if d == nil {
 		return false
 	}
 	switch k {
@@ -465,10 +435,9 @@ func (s *Server) pinnedDispatch(c *client, args [][]byte) {
 		case k == pinPump:
 			// WATCH, then SUBSCRIBE or MONITOR: the pump takes the
 			// connection over, and forwards the rest (EXEC included).
-			d, _ := s.store.(Dedicator)
 			conn := p.conn
 			p.reset()
-			s.startPump(c, d, conn, m, args)
+			s.startPump(c, s.ded, conn, m, args)
 			return
 		case !p.multi && s.handlers[m] != nil && m != mGet && m != mMGet:
 			s.handlers[m](c, m, args) // PING, INFO...: not data
@@ -609,7 +578,7 @@ func (s *Server) queueLocal(c *client, p *pinState, m *commands.Meta, ok bool, a
 	case m == mExec:
 		s.execLocal(c, p)
 	case !ok:
-		if m == nil && s.passUnknown(args) && s.metas != nil && s.metas.CommandMeta(c.ctx, args) != nil {
+		if m == nil && s.passUnknown(args) && s.metas != nil && upstreamKnows(s.metas.CommandMeta(c.ctx, args)) {
 			p.queued.add(nil, args) // the upstream knows it (a module's)
 			c.writeReply(l2store.Status("QUEUED"))
 			return
@@ -640,7 +609,7 @@ func (s *Server) execLocal(c *client, p *pinState) {
 		c.writeError(errExecAbort)
 		return
 	}
-	d, _ := s.store.(Dedicator)
+	d := s.ded
 	cmds := make([][][]byte, len(p.queued))
 	for i, q := range p.queued {
 		cmds[i] = q.args
@@ -686,7 +655,7 @@ func (s *Server) blockingCommand(c *client, d Dedicator, m *commands.Meta, args 
 // ends (Shutdown's deadline). follow lets conn follow cluster
 // redirections (a connection without state). It reports whether the
 // client is gone.
-func (s *Server) block(c *client, conn UpstreamConn, args [][]byte, follow bool) (reply []byte, hung bool, err error) {
+func (s *Server) block(c *client, conn l2store.Conn, args [][]byte, follow bool) (reply []byte, hung bool, err error) {
 	conn.SetReadTimeout(0)
 	stop := watchHangup(c.gate, func() { conn.Close() })
 	stopCtx := context.AfterFunc(c.ctx, func() { conn.Close() })
@@ -774,7 +743,7 @@ type pump struct {
 	wmu sync.Mutex // serializes writes and flushes to dc
 
 	mu       sync.Mutex
-	up       UpstreamConn  // the dedicated connection; RESET replaces it
+	up       l2store.Conn  // the dedicated connection; RESET replaces it
 	replace  []byte        // HELLO: the reply written instead of the upstream's
 	replaced chan struct{} // closed when replace is written
 	finished bool
@@ -798,7 +767,7 @@ type pump struct {
 // startPump detaches the client's connection and starts pumping it to and
 // from conn (nil: a new dedicated connection), beginning with args. The
 // goroutines start once redcon has let go of the connection (releasePin).
-func (s *Server) startPump(c *client, d Dedicator, conn UpstreamConn, m *commands.Meta, args [][]byte) {
+func (s *Server) startPump(c *client, d Dedicator, conn l2store.Conn, m *commands.Meta, args [][]byte) {
 	if conn == nil {
 		var key []byte
 		if (m == mSSubscribe || m == mSUnsubscribe) && len(args) > 1 {
@@ -848,7 +817,7 @@ func (pp *pump) start() bool {
 	return true
 }
 
-func (pp *pump) upstream() UpstreamConn {
+func (pp *pump) upstream() l2store.Conn {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	return pp.up

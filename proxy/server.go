@@ -54,9 +54,15 @@ type MultiStore interface {
 // MetaStore is implemented by stores that pass through commands missing
 // from sidecache's command table, and can tell what they are.
 type MetaStore interface {
-	// CommandMeta describes the command args invoke, or returns nil.
+	// CommandMeta describes the command args invoke: a Meta with Arity 0
+	// if the upstream does not know it either (it writes nothing), nil if
+	// the store cannot tell.
 	CommandMeta(ctx context.Context, args [][]byte) *commands.Meta
 }
+
+// upstreamKnows reports whether a MetaStore's answer describes a command
+// the upstream has.
+func upstreamKnows(m *commands.Meta) bool { return m != nil && m.Arity != 0 }
 
 // Setting is one configuration parameter reported by CONFIG GET.
 type Setting struct{ Name, Value string }
@@ -159,6 +165,7 @@ type Server struct {
 	store Store
 	multi MultiStore // store's, or nil
 	metas MetaStore  // store's, or nil
+	ded   Dedicator  // store's, or nil
 	log   *zap.Logger
 	lim   gateLimits
 
@@ -223,6 +230,7 @@ func New(cache Cache, store Store, cfg Config) (*Server, error) {
 	}
 	s.multi, _ = store.(MultiStore)
 	s.metas, _ = store.(MetaStore)
+	s.ded, _ = store.(Dedicator)
 	s.handlers = s.localHandlers()
 	s.supported = make(map[string]bool)
 	s.localParents = make(map[*commands.Meta]bool)

@@ -131,3 +131,29 @@ func TestRemoteCoherencePush(t *testing.T) {
 	expect(t, direct, "+OK\r\n", "SET", "k", "v5")
 	eventually(t, cb, 5*time.Second, bulkReply("v5"), "GET", "k")
 }
+
+// TestRemoteUnknownCommandKeys: a command missing from sidecache's table
+// (here SET renamed MYSET on the upstream, standing for a module's
+// command) passes through, and being a write, per the upstream's COMMAND
+// INFO, drops its key from L1 before the reply. A command neither knows
+// leaves L1 alone. Tracking is off and the L1 TTL long, so only the
+// proxy's own invalidation can refresh L1.
+func TestRemoteUnknownCommandKeys(t *testing.T) {
+	r := StartRedisServer(t, "--rename-command", "SET", "MYSET")
+	sc := StartSidecache(t, "--l2", "redis://"+r.Addr, "--l2-tracking", "off", "--l1-ttl", "1h")
+	c := sc.Dial(t)
+	expect(t, c, "-ERR unknown command 'SET', with args beginning with: 'k' 'v1' \r\n", "SET", "k", "v1")
+	expect(t, c, "+OK\r\n", "MYSET", "k", "v1")
+	expect(t, c, bulkReply("v1"), "GET", "k")
+	expect(t, c, "+OK\r\n", "MYSET", "k", "v2")
+	expect(t, c, bulkReply("v2"), "GET", "k")
+
+	entries := infoInt(t, c, "sidecache", "l1_entries")
+	if entries == 0 {
+		t.Fatal("L1 holds nothing after GET")
+	}
+	expect(t, c, "-ERR unknown command 'NOSUCH', with args beginning with: 'k' \r\n", "NOSUCH", "k")
+	if got := infoInt(t, c, "sidecache", "l1_entries"); got != entries {
+		t.Errorf("l1_entries %d after an unknown command, want %d (no flush)", got, entries)
+	}
+}

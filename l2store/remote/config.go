@@ -244,10 +244,13 @@ func (c *Config) tlsConfig(t *target) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12}
 }
 
-// nodeOptions returns go-redis's options for one data node's client
-// speaking proto.
-func (c *Config) nodeOptions(t *target, proto int) *redis.Options {
-	return &redis.Options{
+// clientOptions returns go-redis's options for the target's clients
+// speaking proto: UniversalOptions, from which Simple, Failover and
+// Cluster derive each deployment's own.
+func (c *Config) clientOptions(t *target, proto int) *redis.UniversalOptions {
+	return &redis.UniversalOptions{
+		Addrs:           t.addrs,
+		MasterName:      t.master,
 		Protocol:        proto,
 		Username:        t.username,
 		Password:        t.password,

@@ -50,21 +50,7 @@ const (
 // maxIdleDedicated bounds the idle connections kept per node and protocol.
 const maxIdleDedicated = 8
 
-// UpstreamConn is the method set of *Conn that package proxy uses (see
-// proxy.Dedicator). It is an alias of an interface literal so that proxy
-// can declare the identical type without importing this package, and
-// *Store satisfies proxy's interface as it is.
-type UpstreamConn = interface {
-	Send(args [][]byte) error
-	Receive() ([]byte, error)
-	Buffered() int
-	Do(args [][]byte) ([]byte, error)
-	SetReadTimeout(d time.Duration)
-	Release()
-	Close() error
-}
-
-var _ UpstreamConn = (*Conn)(nil)
+var _ l2store.Conn = (*Conn)(nil)
 
 // Conn is a dedicated connection to one upstream node. Send and Receive
 // may run at the same time in two goroutines (one writing commands, one
@@ -124,8 +110,8 @@ func (s *Store) Dedicated(ctx context.Context, proto int, key []byte) (*Conn, er
 	}, nil
 }
 
-// DedicatedConn is Dedicated for package proxy (see UpstreamConn).
-func (s *Store) DedicatedConn(ctx context.Context, proto int, key []byte) (UpstreamConn, error) {
+// DedicatedConn is Dedicated for package proxy (proxy.Dedicator).
+func (s *Store) DedicatedConn(ctx context.Context, proto int, key []byte) (l2store.Conn, error) {
 	c, err := s.Dedicated(ctx, proto, key)
 	if err != nil {
 		return nil, err

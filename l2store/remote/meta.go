@@ -12,15 +12,16 @@ import (
 // missing from sidecache's table (a module's, a newer Redis's).
 type metaCache struct {
 	mu    sync.Mutex
-	metas map[string]*commands.Meta // nil value: the upstream does not know it either
+	metas map[string]*commands.Meta // nil value: COMMAND INFO's entry could not be read
 }
 
 // maxMetas bounds metaCache: command names come from clients.
 const maxMetas = 1024
 
 // CommandMeta returns what the upstream's COMMAND INFO says of the command
-// args invoke, for a command missing from sidecache's table, or nil when
-// the upstream does not know it or cannot be asked. The proxy uses it to
+// args invoke, for a command missing from sidecache's table (a Meta with
+// Arity 0 and no flags if the upstream does not know it either), or nil
+// when the upstream cannot be asked or its answer cannot be read. The proxy uses it to
 // find the keys a write modifies.
 func (s *Store) CommandMeta(ctx context.Context, args [][]byte) *commands.Meta {
 	if len(args) == 0 {
@@ -37,7 +38,12 @@ func (s *Store) CommandMeta(ctx context.Context, args [][]byte) *commands.Meta {
 	if err != nil {
 		return nil // not cached: ask again next time
 	}
-	if len(res) == 1 {
+	switch {
+	case len(res) == 1 && res[0] == nil:
+		// The upstream does not know it either: it answers an error and
+		// writes nothing.
+		m = commands.FromRange(name, 0, 0, 0, 0, 0)
+	case len(res) == 1:
 		m = parseCommandInfo(name, res[0])
 	}
 	s.metas.mu.Lock()

@@ -537,18 +537,5 @@ func parsePush(raw []byte) (inv Invalidation, ok bool, err error) {
 	if r.Kind != l2store.KindPush || len(r.Elems) != 2 || string(r.Elems[0].Str) != invalidatePushName {
 		return Invalidation{}, false, nil
 	}
-	switch k := r.Elems[1]; k.Kind {
-	case l2store.KindNull, l2store.KindNullArray:
-		return Invalidation{Flush: true}, true, nil
-	case l2store.KindArray, l2store.KindSet:
-		keys := make([][]byte, 0, len(k.Elems))
-		for _, e := range k.Elems {
-			if e.Kind != l2store.KindBulk {
-				return Invalidation{}, false, fmt.Errorf("%w: invalidation key %v", l2store.ErrProtocol, e)
-			}
-			keys = append(keys, e.Str)
-		}
-		return Invalidation{Keys: keys}, len(keys) > 0, nil
-	}
-	return Invalidation{}, false, fmt.Errorf("%w: invalidation payload %v", l2store.ErrProtocol, r.Elems[1])
+	return invalidationOf(r.Elems[1])
 }

@@ -125,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 // newClient returns a go-redis client for the target speaking proto. idx
 // is the pass-through slot whose cluster nodes to record, or -1.
 func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, network, addr string) (net.Conn, error)) redis.UniversalClient {
-	o := s.cfg.nodeOptions(s.t, proto)
+	o := s.cfg.clientOptions(s.t, proto)
 	o.Dialer = dialer
 	if dialer != nil {
 		// The tracking dialer's connections live until they fail: the
@@ -135,39 +135,9 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 	}
 	switch s.t.mode {
 	case Sentinel:
-		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:      s.t.master,
-			SentinelAddrs:   s.t.addrs,
-			Protocol:        o.Protocol,
-			Username:        o.Username,
-			Password:        o.Password,
-			DB:              o.DB,
-			DialTimeout:     o.DialTimeout,
-			ReadTimeout:     o.ReadTimeout,
-			WriteTimeout:    o.WriteTimeout,
-			PoolSize:        o.PoolSize,
-			TLSConfig:       o.TLSConfig,
-			MaxRetries:      o.MaxRetries,
-			DisableIdentity: o.DisableIdentity,
-			Dialer:          o.Dialer,
-			ConnMaxIdleTime: o.ConnMaxIdleTime,
-		})
+		return redis.NewFailoverClient(o.Failover())
 	case Cluster:
-		co := &redis.ClusterOptions{
-			Addrs:           s.t.addrs,
-			Protocol:        o.Protocol,
-			Username:        o.Username,
-			Password:        o.Password,
-			DialTimeout:     o.DialTimeout,
-			ReadTimeout:     o.ReadTimeout,
-			WriteTimeout:    o.WriteTimeout,
-			PoolSize:        o.PoolSize,
-			TLSConfig:       o.TLSConfig,
-			MaxRetries:      o.MaxRetries,
-			DisableIdentity: o.DisableIdentity,
-			Dialer:          o.Dialer,
-			ConnMaxIdleTime: o.ConnMaxIdleTime,
-		}
+		co := o.Cluster()
 		if idx >= 0 {
 			co.NewClient = func(no *redis.Options) *redis.Client {
 				c := redis.NewClient(no)
@@ -186,8 +156,7 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 		}
 		return cc
 	default:
-		o.Addr = s.t.addrs[0]
-		return redis.NewClient(o)
+		return redis.NewClient(o.Simple())
 	}
 }
 
@@ -384,7 +353,7 @@ func (s *Store) nodeClient(i int, addr string) *redis.Client {
 	if c := s.nodes[i][addr]; c != nil {
 		return c
 	}
-	o := s.cfg.nodeOptions(s.t, []int{2, 3}[i])
+	o := s.cfg.clientOptions(s.t, []int{2, 3}[i]).Simple()
 	o.Addr = addr
 	c := redis.NewClient(o)
 	if s.nodes[i] == nil {

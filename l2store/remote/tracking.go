@@ -908,10 +908,17 @@ func parseMessage(r l2store.Reply) (inv Invalidation, ok bool, err error) {
 	if !isArrayOf(r, "message") || len(r.Elems) != 3 || string(r.Elems[1].Str) != trackingChannel {
 		return Invalidation{}, false, nil
 	}
-	switch p := r.Elems[2]; p.Kind {
+	return invalidationOf(r.Elems[2])
+}
+
+// invalidationOf reads the payload of an invalidation message, RESP2
+// pub/sub or RESP3 push: the keys, or null for all of them. ok is false
+// for an empty key list.
+func invalidationOf(p l2store.Reply) (inv Invalidation, ok bool, err error) {
+	switch p.Kind {
 	case l2store.KindNull, l2store.KindNullArray:
 		return Invalidation{Flush: true}, true, nil
-	case l2store.KindArray:
+	case l2store.KindArray, l2store.KindSet:
 		keys := make([][]byte, 0, len(p.Elems))
 		for _, k := range p.Elems {
 			if k.Kind != l2store.KindBulk {
@@ -921,7 +928,7 @@ func parseMessage(r l2store.Reply) (inv Invalidation, ok bool, err error) {
 		}
 		return Invalidation{Keys: keys}, len(keys) > 0, nil
 	}
-	return Invalidation{}, false, fmt.Errorf("%w: invalidation payload %v", l2store.ErrProtocol, r.Elems[2])
+	return Invalidation{}, false, fmt.Errorf("%w: invalidation payload %v", l2store.ErrProtocol, p)
 }
 
 // watch is the watchdog: it finds tracked fill connections the server
