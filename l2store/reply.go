@@ -290,6 +290,95 @@ func readReply(r *bufio.Reader, maxBulk int64, depth int) (Reply, error) {
 	return Reply{}, fmt.Errorf("%w: unexpected type byte %q", ErrProtocol, line[0])
 }
 
+// ReadRaw appends one reply read from r to dst, byte for byte, as a
+// proxy forwards it: only the framing is parsed (line types, bulk lengths,
+// aggregate counts). A RESP3 attribute stays with the reply it annotates.
+// Bulk strings and lines longer than maxBulk are errors. It walks the reply
+// without recursion: pending counts the replies still to read.
+func ReadRaw(r *bufio.Reader, dst []byte, maxBulk int64) ([]byte, error) {
+	for pending := int64(1); pending > 0; pending-- {
+		start := len(dst)
+		var err error
+		if dst, err = readLineTo(r, dst, maxBulk); err != nil {
+			return nil, err
+		}
+		line := dst[start : len(dst)-2]
+		if len(line) == 0 {
+			return nil, fmt.Errorf("%w: empty line", ErrProtocol)
+		}
+		switch line[0] {
+		case '+', '-', ':', ',', '_', '#', '(':
+		case '$', '=', '!':
+			n, err := readLength(line[1:], maxBulk)
+			if err != nil {
+				return nil, err
+			}
+			if n < 0 {
+				continue
+			}
+			at := len(dst)
+			dst = append(dst, make([]byte, n+2)...)
+			if _, err := io.ReadFull(r, dst[at:]); err != nil {
+				return nil, err
+			}
+			if dst[len(dst)-2] != '\r' || dst[len(dst)-1] != '\n' {
+				return nil, fmt.Errorf("%w: bulk string not terminated", ErrProtocol)
+			}
+		case '*', '~', '>', '%', '|':
+			n, err := readLength(line[1:], maxRawElems)
+			if err != nil {
+				return nil, err
+			}
+			if n < 0 {
+				continue
+			}
+			if line[0] == '%' || line[0] == '|' {
+				n *= 2
+			}
+			if line[0] == '|' {
+				n++ // an attribute comes before the reply it annotates
+			}
+			if pending += n; pending > maxRawElems {
+				return nil, fmt.Errorf("%w: reply too large", ErrProtocol)
+			}
+		default:
+			return nil, fmt.Errorf("%w: unexpected type byte %q", ErrProtocol, line[0])
+		}
+	}
+	return dst, nil
+}
+
+// maxRawElems bounds the elements a reply read by ReadRaw may still
+// announce.
+const maxRawElems = 1 << 32
+
+// readLineTo appends one CRLF-terminated line read from r, terminator
+// included, of at most max bytes.
+func readLineTo(r *bufio.Reader, dst []byte, max int64) ([]byte, error) {
+	start := len(dst)
+	for {
+		chunk, err := r.ReadSlice('\n')
+		dst = append(dst, chunk...)
+		if int64(len(dst)-start) > max {
+			return nil, fmt.Errorf("%w: line too long", ErrProtocol)
+		}
+		switch err {
+		case nil:
+			if len(dst)-start < 2 || dst[len(dst)-2] != '\r' {
+				return nil, fmt.Errorf("%w: line not terminated by CRLF", ErrProtocol)
+			}
+			return dst, nil
+		case bufio.ErrBufferFull:
+			continue
+		default:
+			if err == io.EOF && len(dst) > start {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
 func readLength(b []byte, max int64) (int64, error) {
 	n, err := strconv.ParseInt(string(b), 10, 64)
 	if err != nil || n < -1 || n > max {

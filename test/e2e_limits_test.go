@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sidecache/sidecache/l2store"
 )
 
 // The limits tests check sidecache's process behaviour: client limits,
@@ -322,7 +324,7 @@ func TestE2EShutdownWithPipeline(t *testing.T) {
 			replies := 0
 			var readErr error
 			for {
-				reply, err := ReadRawReply(r, nil)
+				reply, err := l2store.ReadRaw(r, nil, maxTestReply)
 				if err != nil {
 					if len(reply) > 0 {
 						t.Errorf("reply %d cut mid-frame (%v)", replies, err)

@@ -151,7 +151,7 @@ func canonicalReply(raw []byte, pairs bool) ([]byte, error) {
 		return nil, err
 	}
 	if len(rest) > 0 {
-		return nil, fmt.Errorf("%w: %d bytes after the reply", errFraming, len(rest))
+		return nil, fmt.Errorf("%w: %d bytes after the reply", l2store.ErrProtocol, len(rest))
 	}
 	return out, nil
 }
@@ -160,11 +160,11 @@ func canonicalReply(raw []byte, pairs bool) ([]byte, error) {
 // with the bytes after it.
 func canonicalNode(b []byte, pairs bool, depth int) (out, rest []byte, err error) {
 	if depth > 32 {
-		return nil, nil, fmt.Errorf("%w: nested too deep", errFraming)
+		return nil, nil, fmt.Errorf("%w: nested too deep", l2store.ErrProtocol)
 	}
 	end := bytes.Index(b, []byte("\r\n"))
 	if end < 1 {
-		return nil, nil, fmt.Errorf("%w: no line", errFraming)
+		return nil, nil, fmt.Errorf("%w: no line", l2store.ErrProtocol)
 	}
 	line, rest := b[:end+2], b[end+2:]
 	switch line[0] {
@@ -173,7 +173,7 @@ func canonicalNode(b []byte, pairs bool, depth int) (out, rest []byte, err error
 	case '$', '=', '!':
 		n, err := strconv.Atoi(string(line[1:end]))
 		if err != nil || n < -1 || n+2 > len(rest) {
-			return nil, nil, fmt.Errorf("%w: bad bulk %q", errFraming, line)
+			return nil, nil, fmt.Errorf("%w: bad bulk %q", l2store.ErrProtocol, line)
 		}
 		if n < 0 {
 			return line, rest, nil
@@ -182,7 +182,7 @@ func canonicalNode(b []byte, pairs bool, depth int) (out, rest []byte, err error
 	case '*', '~', '>', '%':
 		n, err := strconv.Atoi(string(line[1:end]))
 		if err != nil || n < -1 {
-			return nil, nil, fmt.Errorf("%w: bad count %q", errFraming, line)
+			return nil, nil, fmt.Errorf("%w: bad count %q", l2store.ErrProtocol, line)
 		}
 		group := 1
 		if line[0] == '%' {
@@ -205,7 +205,7 @@ func canonicalNode(b []byte, pairs bool, depth int) (out, rest []byte, err error
 		slices.SortFunc(groups, bytes.Compare)
 		return append(slices.Clip(line), bytes.Join(groups, nil)...), rest, nil
 	}
-	return nil, nil, fmt.Errorf("%w: cannot compare type %q as a multiset", errFraming, line[0])
+	return nil, nil, fmt.Errorf("%w: cannot compare type %q as a multiset", l2store.ErrProtocol, line[0])
 }
 
 // remoteTarget is one side of a comparison: a connection and a name.
@@ -274,7 +274,7 @@ func pipelineScript(t *testing.T, s *remoteScript, tg remoteTarget) [][]byte {
 	}()
 	replies := make([][]byte, len(s.Cmds))
 	for i, cmd := range s.Cmds {
-		r, err := ReadRawReply(c.r, nil)
+		r, err := l2store.ReadRaw(c.r, nil, maxTestReply)
 		if err != nil {
 			t.Fatalf("%s: pipeline: %s: reading the reply to line %d (%s): %v",
 				s.Name, tg.name, cmd.Line, shorten(cmd.Text), err)

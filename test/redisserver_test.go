@@ -3,9 +3,7 @@ package test
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sidecache/sidecache/l2store"
 )
 
 // RedisServer is a redis-server child process listening on a free
@@ -255,7 +255,7 @@ func (c *RESPConn) Send(args ...[]byte) error {
 // Receive reads the raw bytes of one reply.
 func (c *RESPConn) Receive() ([]byte, error) {
 	c.conn.SetDeadline(time.Now().Add(c.timeout()))
-	return ReadRawReply(c.r, nil)
+	return l2store.ReadRaw(c.r, nil, maxTestReply)
 }
 
 func (c *RESPConn) timeout() time.Duration {
@@ -276,105 +276,8 @@ func AppendCommand(dst []byte, args ...[]byte) []byte {
 	return dst
 }
 
-// errFraming is returned by ReadRawReply for bytes that are not RESP.
-var errFraming = errors.New("test: not a RESP reply")
-
-// ReadRawReply appends the raw bytes of one RESP2 or RESP3 reply read from
-// r to dst: only the framing is parsed (line types, bulk lengths, aggregate
-// counts), the bytes are kept exactly as received. A RESP3 attribute is
-// kept together with the reply it annotates.
-func ReadRawReply(r *bufio.Reader, dst []byte) ([]byte, error) {
-	line, err := r.ReadBytes('\n')
-	if err != nil {
-		return dst, err
-	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return dst, fmt.Errorf("%w: bad line %q", errFraming, line)
-	}
-	dst = append(dst, line...)
-	body := line[1 : len(line)-2]
-	switch line[0] {
-	case '+', '-', ':', ',', '(', '_', '#':
-		return dst, nil
-	case '$', '=', '!':
-		n, err := strconv.Atoi(string(body))
-		if err != nil || n < -1 {
-			return dst, fmt.Errorf("%w: bad length %q", errFraming, line)
-		}
-		if n < 0 {
-			return dst, nil
-		}
-		start := len(dst)
-		dst = append(dst, make([]byte, n+2)...)
-		if _, err := io.ReadFull(r, dst[start:]); err != nil {
-			return dst, err
-		}
-		if !bytes.HasSuffix(dst, []byte("\r\n")) {
-			return dst, fmt.Errorf("%w: bulk string not terminated", errFraming)
-		}
-		return dst, nil
-	case '*', '~', '>', '%', '|':
-		n, err := strconv.Atoi(string(body))
-		if err != nil || n < -1 {
-			return dst, fmt.Errorf("%w: bad count %q", errFraming, line)
-		}
-		if line[0] == '%' || line[0] == '|' {
-			n *= 2
-		}
-		for range n {
-			if dst, err = ReadRawReply(r, dst); err != nil {
-				return dst, err
-			}
-		}
-		if line[0] == '|' {
-			return ReadRawReply(r, dst)
-		}
-		return dst, nil
-	}
-	return dst, fmt.Errorf("%w: unknown type byte %q", errFraming, line[0])
-}
-
-func TestReadRawReply(t *testing.T) {
-	replies := []string{
-		"+OK\r\n",
-		"-ERR syntax error\r\n",
-		":-42\r\n",
-		"$-1\r\n",
-		"$0\r\n\r\n",
-		"$4\r\na\r\nb\r\n",
-		"*-1\r\n",
-		"*0\r\n",
-		"*3\r\n$1\r\na\r\n$-1\r\n:1\r\n",
-		"*2\r\n*1\r\n+x\r\n*0\r\n",
-		"_\r\n",
-		",1.5\r\n",
-		"#t\r\n",
-		"(12345678901234567890\r\n",
-		"=8\r\ntxt:abcd\r\n",
-		"!5\r\nERR x\r\n",
-		"%2\r\n+a\r\n:1\r\n+b\r\n*1\r\n:2\r\n",
-		"~2\r\n+a\r\n+b\r\n",
-		">2\r\n+message\r\n$1\r\nx\r\n",
-		"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",
-	}
-	for _, want := range replies {
-		// A following reply must be left unread.
-		r := bufio.NewReader(strings.NewReader(want + "+NEXT\r\n"))
-		got, err := ReadRawReply(r, nil)
-		if err != nil || string(got) != want {
-			t.Errorf("ReadRawReply(%q) = %q, %v", want, got, err)
-			continue
-		}
-		if next, err := ReadRawReply(r, nil); err != nil || string(next) != "+NEXT\r\n" {
-			t.Errorf("after %q: next reply %q, %v", want, next, err)
-		}
-	}
-	for _, bad := range []string{"?x\r\n", "+OK\n", "$x\r\n", "$3\r\nabcde", "*2\r\n+a\r\n", "$-2\r\n"} {
-		if got, err := ReadRawReply(bufio.NewReader(strings.NewReader(bad)), nil); err == nil {
-			t.Errorf("ReadRawReply(%q) = %q, want an error", bad, got)
-		}
-	}
-}
+// maxTestReply bounds one reply the tests read.
+const maxTestReply = 1 << 30
 
 // TestStartRedisServerPortClash checks that a port taken by someone else is
 // reported in the form StartRedisServer retries on.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sidecache/sidecache/l2store"
 )
 
 // A command script is a text file of Redis commands, one per line, run
@@ -206,7 +208,7 @@ func compareReplies(want, got []byte, tolerance int64) string {
 // rawInt parses a raw RESP integer reply.
 func rawInt(b []byte) (int64, error) {
 	if len(b) < 4 || b[0] != ':' || !bytes.HasSuffix(b, []byte("\r\n")) {
-		return 0, errFraming
+		return 0, l2store.ErrProtocol
 	}
 	return strconv.ParseInt(string(b[1:len(b)-2]), 10, 64)
 }

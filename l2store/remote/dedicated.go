@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -40,11 +39,6 @@ const (
 	// maxReplyBulk bounds one bulk string: Redis's proto-max-bulk-len
 	// default.
 	maxReplyBulk = 512 << 20
-	// maxReplyLine bounds a simple string or error line (a MONITOR line
-	// quotes a whole command).
-	maxReplyLine = 512 << 20
-	// maxReplyElems bounds the elements a reply may still announce.
-	maxReplyElems = 1 << 32
 )
 
 // maxIdleDedicated bounds the idle connections kept per node and protocol.
@@ -187,7 +181,7 @@ func (s *Store) dialDedicated(ctx context.Context, idx int, node string, dial fu
 	_, err = nc.Write(buf)
 	for i := 0; err == nil && i < len(cmds); i++ {
 		var reply []byte
-		if reply, err = readRaw(br, nil); err == nil && len(reply) > 0 && reply[0] == '-' {
+		if reply, err = l2store.ReadRaw(br, nil, maxReplyBulk); err == nil && len(reply) > 0 && reply[0] == '-' {
 			// The reply is the upstream's error text: no password in it.
 			err = fmt.Errorf("%s: %s", cmds[i][0], trimCRLF(reply[1:]))
 		}
@@ -267,7 +261,7 @@ func (c *Conn) Receive() ([]byte, error) {
 	} else {
 		c.nc.SetReadDeadline(time.Time{})
 	}
-	b, err := readRaw(c.br, nil)
+	b, err := l2store.ReadRaw(c.br, nil, maxReplyBulk)
 	if err != nil {
 		c.broken.Store(true)
 		return nil, c.ioError(err)
@@ -495,95 +489,6 @@ func (c *Conn) transaction(cmds [][][]byte) ([]byte, error) {
 		}
 		asking = ask
 	}
-}
-
-// readRaw appends one reply read from r to dst, byte for byte. It walks
-// the reply without recursion: pending counts the replies still to read.
-func readRaw(r *bufio.Reader, dst []byte) ([]byte, error) {
-	for pending := int64(1); pending > 0; pending-- {
-		start := len(dst)
-		var err error
-		if dst, err = appendLine(r, dst); err != nil {
-			return nil, err
-		}
-		line := dst[start : len(dst)-2]
-		if len(line) == 0 {
-			return nil, fmt.Errorf("%w: empty line", l2store.ErrProtocol)
-		}
-		switch line[0] {
-		case '+', '-', ':', ',', '_', '#', '(':
-		case '$', '=', '!':
-			n, err := parseLength(line[1:], maxReplyBulk)
-			if err != nil {
-				return nil, err
-			}
-			if n < 0 {
-				continue
-			}
-			at := len(dst)
-			dst = append(dst, make([]byte, n+2)...)
-			if _, err := io.ReadFull(r, dst[at:]); err != nil {
-				return nil, err
-			}
-			if dst[len(dst)-2] != '\r' || dst[len(dst)-1] != '\n' {
-				return nil, fmt.Errorf("%w: bulk string not terminated", l2store.ErrProtocol)
-			}
-		case '*', '~', '>', '%', '|':
-			n, err := parseLength(line[1:], maxReplyElems)
-			if err != nil {
-				return nil, err
-			}
-			if n < 0 {
-				continue
-			}
-			if line[0] == '%' || line[0] == '|' {
-				n *= 2
-			}
-			if line[0] == '|' {
-				n++ // an attribute comes before the reply it annotates
-			}
-			if pending += n; pending > maxReplyElems {
-				return nil, fmt.Errorf("%w: reply too large", l2store.ErrProtocol)
-			}
-		default:
-			return nil, fmt.Errorf("%w: unexpected type byte %q", l2store.ErrProtocol, line[0])
-		}
-	}
-	return dst, nil
-}
-
-// appendLine appends one CRLF-terminated line, terminator included.
-func appendLine(r *bufio.Reader, dst []byte) ([]byte, error) {
-	start := len(dst)
-	for {
-		chunk, err := r.ReadSlice('\n')
-		dst = append(dst, chunk...)
-		if len(dst)-start > maxReplyLine {
-			return nil, fmt.Errorf("%w: line too long", l2store.ErrProtocol)
-		}
-		switch err {
-		case nil:
-			if len(dst)-start < 2 || dst[len(dst)-2] != '\r' {
-				return nil, fmt.Errorf("%w: line not terminated by CRLF", l2store.ErrProtocol)
-			}
-			return dst, nil
-		case bufio.ErrBufferFull:
-			continue
-		default:
-			if err == io.EOF && len(dst) > start {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
-}
-
-func parseLength(b []byte, max int64) (int64, error) {
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil || n < -1 || n > max {
-		return 0, fmt.Errorf("%w: bad length %q", l2store.ErrProtocol, b)
-	}
-	return n, nil
 }
 
 // KeySlot returns the Redis Cluster hash slot of key: CRC16 of the key, or
