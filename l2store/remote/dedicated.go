@@ -25,7 +25,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -617,27 +616,9 @@ func (p *dedicatedPool) close() {
 }
 
 // idleUsable reports whether an idle connection is still open and has
-// nothing to read: a peek at its socket finds no data, no end of stream
-// and no error. (For TLS it looks at the TCP socket: a close_notify is
-// data, which also disqualifies the connection.)
+// nothing to read (for TLS, a close_notify is data, which also
+// disqualifies it).
 func idleUsable(nc net.Conn) bool {
-	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
-		nc = tc.NetConn()
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	usable := false
-	err = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		usable = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
-	})
-	return err == nil && usable
+	st := peek(nc)
+	return st == peekIdle || st == peekUnknown
 }

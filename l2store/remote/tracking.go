@@ -996,42 +996,56 @@ func (tr *tracking) unregister(c *fillConn) {
 
 // socket returns the TCP socket of conn, under TLS if need be, or nil.
 func socket(conn net.Conn) syscall.Conn {
-	if tc, ok := conn.(*tls.Conn); ok {
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		conn = tc.NetConn()
 	}
 	sc, _ := conn.(syscall.Conn)
 	return sc
 }
 
-// peerClosed reports whether the server closed conn, without reading from
-// it: a non-blocking peek at the socket finds the end of the stream or an
-// error. It runs under RawConn.Control, not RawConn.Read: Read would wait
-// for a read of go-redis's in progress and fail once go-redis's last read
-// deadline has passed, which on an idle connection it has.
-func peerClosed(conn net.Conn) bool {
+// peekState is what a non-blocking peek at a connection's socket finds.
+type peekState uint8
+
+const (
+	peekIdle    peekState = iota // open, nothing to read
+	peekData                     // bytes waiting to be read (under TLS, a close_notify too)
+	peekClosed                   // end of stream, or an error
+	peekUnknown                  // not a socket that can be peeked at
+)
+
+// peek looks at conn's socket without reading from it. It runs under
+// RawConn.Control, not RawConn.Read: Read would wait for a read in
+// progress and fail once the connection's last read deadline has passed,
+// which on an idle connection it has.
+func peek(conn net.Conn) peekState {
 	sc := socket(conn)
 	if sc == nil {
-		return false
+		return peekUnknown
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return true
+		return peekClosed
 	}
-	closed := false
+	st := peekClosed
 	err = rc.Control(func(fd uintptr) {
 		var b [1]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
-		case n > 0: // a reply go-redis has yet to read
-		case err == nil: // n == 0: end of stream
-			closed = true
+		case n > 0:
+			st = peekData
 		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == syscall.EINTR:
-		default:
-			closed = true
+			st = peekIdle
 		}
 	})
-	return closed || err != nil
+	if err != nil {
+		return peekClosed
+	}
+	return st
 }
+
+// peerClosed reports whether the server closed conn (a fill connection
+// go-redis holds idle).
+func peerClosed(conn net.Conn) bool { return peek(conn) == peekClosed }
 
 // fillConn is a fill connection: the dialed connection, registered with
 // its node, with the tracker generation it redirects to (0: untracked).
