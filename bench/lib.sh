@@ -138,30 +138,45 @@ wait_ready() {
 	return 1
 }
 
-# start_redis starts a redis-server without persistence on a free loopback
-# port and sets STARTED_PORT.
-start_redis() {
-	local attempt port pid logf
+# start_on_free_port NAME LAUNCH [ARG...] starts a server on a free
+# loopback port, trying up to five ports in case one is taken meanwhile:
+# LAUNCH PORT LOGFILE [ARG...] must start it in the background (or return
+# non-zero to try another port). Sets STARTED_PORT and STARTED_PID.
+start_on_free_port() {
+	local name=$1 launch=$2 attempt port pid logf
+	shift 2
 	for ((attempt = 1; attempt <= 5; attempt++)); do
 		port=$(pick_port)
-		logf=$WORK/redis-$port.log
-		# shellcheck disable=SC2086 # REDIS_ARGS is split on purpose
-		"${SERVER_PREFIX[@]}" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" \
-			--save '' --appendonly no --daemonize no --dir "$WORK" \
-			--logfile "$logf" $REDIS_ARGS &
+		logf=$WORK/$name-$port.log
+		"$launch" "$port" "$logf" "$@" || continue
 		pid=$!
 		PIDS+=("$pid")
 		if wait_ready "$pid" "$port"; then
 			STARTED_PORT=$port
-			log "redis-server pid $pid on 127.0.0.1:$port"
+			STARTED_PID=$pid
 			return 0
 		fi
 		if kill -0 "$pid" 2>/dev/null; then
-			die "redis-server on port $port did not answer PING in 10 s: $(tail -n 5 "$logf" 2>/dev/null)"
+			die "$name on port $port did not answer PING in 10 s: $(tail -n 5 "$logf" 2>/dev/null)"
 		fi
-		log "redis-server could not start on port $port, trying another: $(tail -n 1 "$logf" 2>/dev/null)"
+		log "$name could not start on port $port, trying another: $(tail -n 1 "$logf" 2>/dev/null)"
 	done
-	die "redis-server did not start"
+	die "$name did not start"
+}
+
+# launch_redis PORT LOGFILE starts a redis-server without persistence.
+launch_redis() {
+	# shellcheck disable=SC2086 # REDIS_ARGS is split on purpose
+	"${SERVER_PREFIX[@]}" "$REDIS_SERVER" --bind 127.0.0.1 --port "$1" \
+		--save '' --appendonly no --daemonize no --dir "$WORK" \
+		--logfile "$2" $REDIS_ARGS &
+}
+
+# start_redis starts a redis-server without persistence on a free loopback
+# port and sets STARTED_PORT.
+start_redis() {
+	start_on_free_port redis-server launch_redis
+	log "redis-server pid $STARTED_PID on 127.0.0.1:$STARTED_PORT"
 }
 
 # build_sidecache builds the binary once, unless SIDECACHE_BIN names one.

@@ -86,45 +86,37 @@ need_nutcracker() {
 	command -v "$NUTCRACKER" >/dev/null || die "$NUTCRACKER not found"
 }
 
+# launch_twemproxy PORT LOGFILE REDIS_PORT starts nutcracker in the
+# background with one pool in front of the redis-server on REDIS_PORT,
+# serving its stats on another free port (TW_STATS).
+launch_twemproxy() {
+	local port=$1 logf=$2 redis_port=$3 conf
+	TW_STATS=$(pick_port)
+	[[ $TW_STATS != "$port" ]] || return 1
+	conf=$WORK/nutcracker-$port.yml
+	cat >"$conf" <<-EOF
+		sidecache_bench:
+		  listen: 127.0.0.1:$port
+		  redis: true
+		  hash: fnv1a_64
+		  distribution: ketama
+		  server_connections: $TW_CONNECTIONS
+		  preconnect: true
+		  auto_eject_hosts: false
+		  servers:
+		    - 127.0.0.1:$redis_port:1
+	EOF
+	"$NUTCRACKER" --test-conf -c "$conf" >"$logf" 2>&1 || die "nutcracker rejects $conf: $(cat "$logf")"
+	"${SERVER_PREFIX[@]}" "$NUTCRACKER" -c "$conf" -s "$TW_STATS" -a 127.0.0.1 \
+		-m "$TW_MBUF" -o "$logf" &
+}
+
 # start_twemproxy REDIS_PORT starts nutcracker in the foreground with one
 # pool in front of the redis-server on REDIS_PORT, listening and serving
 # its stats on free loopback ports, and sets STARTED_PORT.
 start_twemproxy() {
-	local redis_port=$1 attempt port stats conf logf pid
-	for ((attempt = 1; attempt <= 5; attempt++)); do
-		port=$(pick_port)
-		stats=$(pick_port)
-		[[ $stats != "$port" ]] || continue
-		conf=$WORK/nutcracker-$port.yml
-		logf=$WORK/nutcracker-$port.log
-		cat >"$conf" <<-EOF
-			sidecache_bench:
-			  listen: 127.0.0.1:$port
-			  redis: true
-			  hash: fnv1a_64
-			  distribution: ketama
-			  server_connections: $TW_CONNECTIONS
-			  preconnect: true
-			  auto_eject_hosts: false
-			  servers:
-			    - 127.0.0.1:$redis_port:1
-		EOF
-		"$NUTCRACKER" --test-conf -c "$conf" >"$logf" 2>&1 || die "nutcracker rejects $conf: $(cat "$logf")"
-		"${SERVER_PREFIX[@]}" "$NUTCRACKER" -c "$conf" -s "$stats" -a 127.0.0.1 \
-			-m "$TW_MBUF" -o "$logf" &
-		pid=$!
-		PIDS+=("$pid")
-		if wait_ready "$pid" "$port"; then
-			STARTED_PORT=$port
-			log "nutcracker pid $pid on 127.0.0.1:$port (stats $stats), server_connections $TW_CONNECTIONS, mbuf $TW_MBUF"
-			return 0
-		fi
-		if kill -0 "$pid" 2>/dev/null; then
-			die "nutcracker on port $port did not answer PING in 10 s: $(tail -n 5 "$logf" 2>/dev/null)"
-		fi
-		log "nutcracker could not start on port $port, trying another: $(tail -n 1 "$logf" 2>/dev/null)"
-	done
-	die "nutcracker did not start"
+	start_on_free_port nutcracker launch_twemproxy "$1"
+	log "nutcracker pid $STARTED_PID on 127.0.0.1:$STARTED_PORT (stats $TW_STATS), server_connections $TW_CONNECTIONS, mbuf $TW_MBUF"
 }
 
 # start_passthrough REDIS_PORT starts sidecache with the redis-server on
