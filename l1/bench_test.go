@@ -2,17 +2,19 @@ package l1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // valueGetter is a next tier that returns a fresh size-byte value for any
 // key, as L2 would (it allocates: the value's ownership passes to L1).
 func valueGetter(size int) GetterFunc {
-	return func(context.Context, []byte) (Item, bool, error) {
+	return func(context.Context, []byte, bool) (Item, bool, error) {
 		return Item{Value: make([]byte, size)}, true, nil
 	}
 }
@@ -117,6 +119,63 @@ func BenchmarkFill(b *testing.B) {
 			}
 			b.ReportMetric(float64(measured)/float64(b.N), "heap-B/entry")
 			b.ReportMetric(float64(accounted)/float64(b.N), "accounted-B/entry")
+		})
+	}
+}
+
+// BenchmarkLookupStale measures lookups answered with a stale copy:
+// Revalidating (the key's one refresh is in flight, so each lookup only
+// returns the copy) and Stale (the next tier fails at once and the copy
+// answers for it).
+func BenchmarkLookupStale(b *testing.B) {
+	errDown := errors.New("down")
+	for _, tc := range []struct {
+		name    string
+		swr     time.Duration
+		outcome Outcome
+	}{
+		{"revalidating", time.Minute, Revalidating},
+		{"stale-if-error", 0, Stale},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			clk := newFakeClock()
+			var failing atomic.Bool
+			block := make(chan struct{})
+			next := GetterFunc(func(_ context.Context, _ []byte, hasStale bool) (Item, bool, error) {
+				if !failing.Load() {
+					return Item{Value: make([]byte, 100)}, true, nil
+				}
+				if tc.swr > 0 {
+					<-block // the refresh stays in flight
+				}
+				return Item{}, false, errDown
+			})
+			c, err := New(next, Config{TTL: time.Second, StaleFor: time.Hour, StaleWhileRevalidate: tc.swr, Now: clk.Now})
+			if err != nil {
+				b.Fatal(err)
+			}
+			keys := benchKeys(1024)
+			ctx := context.Background()
+			for _, k := range keys {
+				c.Get(ctx, k)
+			}
+			failing.Store(true)
+			clk.Advance(time.Second)
+			var seq atomic.Uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(seq.Add(1)) * 7919
+				for pb.Next() {
+					i++
+					if r, _ := c.Lookup(ctx, keys[i%len(keys)]); r.Outcome != tc.outcome {
+						panic(r.Outcome)
+					}
+				}
+			})
+			b.StopTimer()
+			close(block)
+			c.Close()
 		})
 	}
 }

@@ -29,40 +29,73 @@ type Item struct {
 	// Expires is the instant the key expires in the next tier; the zero
 	// Time means never.
 	Expires time.Time
+	// Origin reports that the value was loaded from the origin rather than
+	// the L2. L1 passes it through to Result.Origin and does not keep it.
+	Origin bool
 }
 
-// Getter is the next tier (the breaker, then L2).
+// Getter is the next tier (the origin shield, which asks the breaker and
+// L2 first).
 //
 // Get returns key's value. found == false with a nil error is a miss (no
-// such key); L1 does not cache misses. A non-nil error is returned to L1's
-// caller unchanged and nothing is cached. key is only read during the call.
-// The returned Item.Value is owned by the L1 afterwards and is never
+// such key); L1 does not cache misses, and drops a stale copy of the key.
+// A non-nil error is returned to L1's caller, or answered with a stale copy
+// (see Config.StaleFor), and nothing is cached. key is only read during the
+// call. The returned Item.Value is owned by the L1 afterwards and is never
 // modified by anyone.
+//
+// hasStale reports that L1 holds a stale copy of key that it will serve if
+// Get returns a failure (Config.Failed). A tier that rations loads (the
+// origin shield) can then fail at once instead of spending its budget on
+// this key.
 type Getter interface {
-	Get(ctx context.Context, key []byte) (item Item, found bool, err error)
+	Get(ctx context.Context, key []byte, hasStale bool) (item Item, found bool, err error)
 }
 
 // GetterFunc adapts a function to a Getter.
-type GetterFunc func(ctx context.Context, key []byte) (Item, bool, error)
+type GetterFunc func(ctx context.Context, key []byte, hasStale bool) (Item, bool, error)
 
-// Get calls f(ctx, key).
-func (f GetterFunc) Get(ctx context.Context, key []byte) (Item, bool, error) {
-	return f(ctx, key)
+// Get calls f(ctx, key, hasStale).
+func (f GetterFunc) Get(ctx context.Context, key []byte, hasStale bool) (Item, bool, error) {
+	return f(ctx, key, hasStale)
 }
 
 // Config configures a Cache. The zero value of every field selects its
 // default.
 type Config struct {
-	// MaxBytes bounds the memory held by entries: keys, values and a fixed
-	// per-entry overhead, each rounded up to the Go allocator's size
-	// classes (--l1-max-bytes). Each shard gets MaxBytes/Shards. Default
-	// 64 MiB.
+	// MaxBytes bounds the memory held by entries, fresh or stale: keys,
+	// values and a fixed per-entry overhead, each rounded up to the Go
+	// allocator's size classes (--l1-max-bytes). Each shard gets
+	// MaxBytes/Shards. Default 64 MiB.
 	MaxBytes int64
 
 	// TTL caps how long an entry is served without asking the next tier
 	// (--l1-ttl): an entry is fresh until min(Item.Expires, fill time +
 	// TTL). Default 10s.
 	TTL time.Duration
+
+	// StaleFor is how long an entry is kept after it stops being fresh
+	// (--stale-for), to answer for the next tier when it fails
+	// (stale-if-error, RFC 5861). Default 0: an entry is removed when it
+	// stops being fresh.
+	StaleFor time.Duration
+
+	// StaleWhileRevalidate is how long after an entry stops being fresh it
+	// is still returned at once while one background refresh per key asks
+	// the next tier (stale-while-revalidate, RFC 5861). It must not exceed
+	// StaleFor. Entries made stale by ExpireAll are never served this way,
+	// only on a failure. Default 0: off.
+	StaleWhileRevalidate time.Duration
+
+	// MaxRefreshes caps the background refreshes running at once, over all
+	// keys. A lookup that finds the cap reached returns the stale value
+	// without starting a refresh (Stats.RefreshesSkipped). Default 16.
+	MaxRefreshes int
+
+	// Failed reports whether an error from the next tier is a failure that
+	// a stale copy may answer for. Other errors (a Redis WRONGTYPE) are
+	// returned even when a stale copy exists. Default: every error.
+	Failed func(error) bool
 
 	// Shards is the number of independently locked shards, a power of two.
 	// Default 64, or fewer so that each shard has at least 64 KiB.
@@ -80,8 +113,9 @@ type Config struct {
 
 // Defaults of Config's zero fields.
 const (
-	DefaultMaxBytes = 64 << 20
-	DefaultTTL      = 10 * time.Second
+	DefaultMaxBytes     = 64 << 20
+	DefaultTTL          = 10 * time.Second
+	DefaultMaxRefreshes = 16
 )
 
 const (
@@ -89,22 +123,65 @@ const (
 	minDefaultBudget = 64 << 10 // per-shard bytes below which the default shard count halves
 )
 
+// Outcome says where a Lookup's answer came from.
+type Outcome uint8
+
+// Outcomes of a Lookup.
+const (
+	Miss         Outcome = iota // no value anywhere below
+	Hit                         // fresh in L1
+	Stale                       // a stale L1 copy, served because the next tier failed (stale-if-error)
+	Revalidating                // a stale L1 copy within the stale-while-revalidate window; a refresh runs
+	Next                        // from the next tier (L2, or the origin when Result.Origin)
+)
+
+var outcomeNames = [...]string{Miss: "miss", Hit: "hit", Stale: "stale", Revalidating: "revalidating", Next: "next"}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("Outcome(%d)", o)
+}
+
+// Result is a Lookup's answer.
+type Result struct {
+	// Value is the key's value (nil for a Miss). It is owned by L1 and
+	// never modified: the caller must not modify it, and it stays valid
+	// after later calls.
+	Value   []byte
+	Outcome Outcome
+	// Origin is Item.Origin of a value from the next tier (Outcome Next).
+	Origin bool
+	// Cause is, for Outcome Stale, the next tier's error that the stale
+	// copy answered for.
+	Cause error
+}
+
 // Stats is a snapshot of a Cache's counters. Counters only grow; Entries and
 // Bytes are current values.
 type Stats struct {
-	Hits          uint64 // Gets answered from L1
-	Misses        uint64 // Gets that asked the next tier (absent, expired or stale in L1)
-	Fills         uint64 // entries inserted after a miss
-	FillsDropped  uint64 // fetched values not inserted: Invalidate or Flush ran during the fetch
+	Hits          uint64 // lookups answered with a fresh entry
+	Misses        uint64 // lookups that asked the next tier (absent, expired or stale in L1)
+	Fills         uint64 // entries inserted after a miss or a refresh
+	FillsDropped  uint64 // fetched values not inserted: Invalidate, Flush or ExpireAll ran during the fetch
 	TooLarge      uint64 // fetched values not kept: entry larger than MaxItemBytes
 	Evictions     uint64 // entries removed to keep a shard within its byte budget
-	Expirations   uint64 // entries removed because they reached Item.Expires
-	Refreshes     uint64 // entries removed on access because the TTL cap passed
+	Expirations   uint64 // entries removed or replaced after they reached Item.Expires (and StaleFor ran out or a fill came)
+	Refreshes     uint64 // the same for entries whose freshness ended by the TTL cap or ExpireAll
 	Invalidations uint64 // entries removed by Invalidate
 	Flushed       uint64 // entries removed by Flush
-	NextErrors    uint64 // errors from the next tier, returned to the caller
+	NextErrors    uint64 // errors from the next tier returned to the caller (not answered by a stale copy)
 
-	Entries  int64 // entries held
+	StaleServed      uint64 // misses answered with a stale copy because the next tier failed (among Misses)
+	StaleDropped     uint64 // stale entries removed because the next tier had no value for them, or one L1 does not keep
+	Revalidations    uint64 // lookups answered with a stale copy within StaleWhileRevalidate (neither Hits nor Misses)
+	RefreshesStarted uint64 // background refreshes started
+	RefreshesSkipped uint64 // Revalidations that started no refresh: MaxRefreshes were running or the Cache was closed
+	RefreshErrors    uint64 // background refreshes that got an error from the next tier (the stale copy stays)
+	ExpiredAll       uint64 // ExpireAll calls
+
+	Entries  int64 // entries held, fresh or stale
 	Bytes    int64 // bytes charged for the entries held
 	MaxBytes int64 // the configured bound (Shards * per-shard budget)
 	Shards   int
@@ -119,10 +196,13 @@ type entry struct {
 	// under the shard lock), the key, then the value.
 	buf  []byte
 	klen int32
+	// era is the shard's era (count of ExpireAll calls) when the entry was
+	// filled; the entry is not fresh once the shard's era moves on.
+	era uint32
 	// expires is true if the deadline is Item.Expires (the key is gone in
 	// the next tier then), false if it is the TTL cap.
 	expires bool
-	// deadline is when the entry stops being served, in nanoseconds since
+	// deadline is when the entry stops being fresh, in nanoseconds since
 	// Cache.epoch: min(Item.Expires, fill time + TTL).
 	deadline int64
 }
@@ -146,6 +226,9 @@ func (e entry) value() []byte { return e.buf[tickLen+int(e.klen) : len(e.buf) : 
 func (e entry) promoted() uint64     { return binary.NativeEndian.Uint64(e.buf) }
 func (e entry) setPromoted(t uint64) { binary.NativeEndian.PutUint64(e.buf, t) }
 
+// same reports whether e and o are the same fill (not merely the same key).
+func (e entry) same(o entry) bool { return &e.buf[0] == &o.buf[0] }
+
 // size is the number of bytes the entry is charged.
 func (e entry) size() int64 { return entryOverhead + allocSize(len(e.buf)) }
 
@@ -154,15 +237,22 @@ func (e entry) size() int64 { return entryOverhead + allocSize(len(e.buf)) }
 type shardState struct {
 	mu  sync.Mutex
 	lru *simplelru.LRU[uint64, entry]
-	gen uint64 // incremented by Invalidate and Flush
+	gen uint64 // incremented by Invalidate, Flush and ExpireAll
+	era uint32 // count of ExpireAll calls that reached this shard
 	// tick counts moves to the front of the LRU list. An entry that went
 	// to the front at tick p is at most tick-p places from it.
 	tick  uint64
 	bytes int64
+	// refreshing holds the hashes of keys with a background refresh
+	// running; nil until the first one.
+	refreshing map[uint64]struct{}
 
 	hits, misses, fills, fillsDropped uint64
 	evictions, expirations, refreshes uint64
 	invalidations, flushed            uint64
+	staleServed, staleDropped         uint64
+	revalidations, refreshesStarted   uint64
+	refreshesSkipped                  uint64
 }
 
 // shard pads shardState to a multiple of 128 bytes so that neighbouring
@@ -172,8 +262,9 @@ type shard struct {
 	_ [128 - unsafe.Sizeof(shardState{})%128]byte
 }
 
-// Cache is a sharded, byte-bounded, read-through LRU. It is safe for
-// concurrent use.
+// Cache is a sharded, byte-bounded, read-through LRU that can serve stale
+// copies. It is safe for concurrent use. Close stops its background
+// refreshes.
 type Cache struct {
 	next     Getter
 	shards   []shard
@@ -182,10 +273,28 @@ type Cache struct {
 	budget   int64 // bytes per shard
 	maxItem  int64
 	ttl      time.Duration
+	staleFor int64 // nanoseconds
+	swr      int64 // nanoseconds
+	failed   func(error) bool
 	now      func() time.Time
 	epoch    time.Time
 	tooLarge atomic.Uint64
 	errors   atomic.Uint64
+
+	// eras records when recent ExpireAll calls ran (see eraLog);
+	// eraMu serializes ExpireAll.
+	eras       atomic.Pointer[eraLog]
+	eraMu      sync.Mutex
+	expiredAll atomic.Uint64
+
+	// Background refreshes: refreshMu guards closed and running, and
+	// orders refreshWG.Add before Close's Wait.
+	refreshMu     sync.Mutex
+	closed        bool
+	running       int
+	maxRefreshes  int
+	refreshWG     sync.WaitGroup
+	refreshErrors atomic.Uint64
 }
 
 // New returns a Cache that reads through to next.
@@ -204,6 +313,22 @@ func New(next Getter, cfg Config) (*Cache, error) {
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
+	}
+	switch {
+	case cfg.StaleFor < 0:
+		return nil, fmt.Errorf("%w: negative StaleFor %v", ErrInvalidConfig, cfg.StaleFor)
+	case cfg.StaleWhileRevalidate < 0:
+		return nil, fmt.Errorf("%w: negative StaleWhileRevalidate %v", ErrInvalidConfig, cfg.StaleWhileRevalidate)
+	case cfg.StaleWhileRevalidate > cfg.StaleFor:
+		return nil, fmt.Errorf("%w: StaleWhileRevalidate %v exceeds StaleFor %v", ErrInvalidConfig, cfg.StaleWhileRevalidate, cfg.StaleFor)
+	case cfg.MaxRefreshes < 0:
+		return nil, fmt.Errorf("%w: negative MaxRefreshes %d", ErrInvalidConfig, cfg.MaxRefreshes)
+	}
+	if cfg.MaxRefreshes == 0 {
+		cfg.MaxRefreshes = DefaultMaxRefreshes
+	}
+	if cfg.Failed == nil {
+		cfg.Failed = func(error) bool { return true }
 	}
 	switch {
 	case cfg.Shards < 0 || cfg.Shards&(cfg.Shards-1) != 0:
@@ -234,14 +359,18 @@ func New(next Getter, cfg Config) (*Cache, error) {
 	}
 
 	c := &Cache{
-		next:    next,
-		shards:  make([]shard, cfg.Shards),
-		mask:    uint64(cfg.Shards - 1),
-		seed:    maphash.MakeSeed(),
-		budget:  budget,
-		maxItem: cfg.MaxItemBytes,
-		ttl:     cfg.TTL,
-		now:     cfg.Now,
+		next:         next,
+		shards:       make([]shard, cfg.Shards),
+		mask:         uint64(cfg.Shards - 1),
+		seed:         maphash.MakeSeed(),
+		budget:       budget,
+		maxItem:      cfg.MaxItemBytes,
+		ttl:          cfg.TTL,
+		staleFor:     int64(cfg.StaleFor),
+		swr:          int64(cfg.StaleWhileRevalidate),
+		failed:       cfg.Failed,
+		maxRefreshes: cfg.MaxRefreshes,
+		now:          cfg.Now,
 	}
 	c.epoch = c.now()
 	for i := range c.shards {
@@ -277,50 +406,111 @@ func (s *shard) lookup(h uint64, key []byte) (entry, bool) {
 	return e, true
 }
 
+// remove removes e, stored under h, from s.
+func (s *shard) remove(h uint64, e entry) {
+	s.lru.Remove(h)
+	s.bytes -= e.size()
+}
+
 // clock returns t as nanoseconds since c.epoch.
 func (c *Cache) clock(t time.Time) int64 {
 	return int64(t.Sub(c.epoch))
 }
 
-// Get returns key's value from L1 if it is fresh, else from the next tier,
-// keeping a copy in L1 when it fits. The returned slice must not be modified
-// by the caller; it stays valid after later calls (L1 never reuses it).
-// Errors from the next tier are returned unchanged.
+// Get returns key's value as Lookup does: found is Outcome != Miss. The
+// returned slice must not be modified by the caller; it stays valid after
+// later calls (L1 never reuses it).
 func (c *Cache) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	r, err := c.Lookup(ctx, key)
+	return r.Value, r.Outcome != Miss, err
+}
+
+// Lookup returns key's value and where it came from:
+//
+//   - a fresh entry: Hit;
+//   - an entry within StaleWhileRevalidate after its freshness ended (and
+//     not made stale by ExpireAll): Revalidating, at once, and a background
+//     refresh starts unless one runs for the key or MaxRefreshes run;
+//   - otherwise the next tier is asked (hasStale true if an entry within
+//     StaleFor after its freshness is kept) and its value returned (Next)
+//     and kept if it fits; its miss returned (Miss) and the stale entry
+//     dropped; its failure (Config.Failed) answered with the stale entry
+//     if there still is one (Stale, with the error as Result.Cause), else
+//     returned, as is any other error.
+func (c *Cache) Lookup(ctx context.Context, key []byte) (Result, error) {
 	h, s := c.shardOf(key)
 	now := c.now()
 	t := c.clock(now)
 
 	s.mu.Lock()
-	if e, ok := s.lookup(h, key); ok {
-		if t < e.deadline {
-			s.hits++
+	e, ok := s.lookup(h, key)
+	if ok && t < e.deadline && e.era == s.era {
+		s.hits++
+		s.promote(h, e)
+		s.mu.Unlock()
+		return Result{Value: e.value(), Outcome: Hit}, nil
+	}
+	return c.lookupSlow(ctx, s, h, key, e, ok, now, t)
+}
+
+// lookupSlow is Lookup past the fresh hit, with s locked; it unlocks s.
+// e is key's entry if ok.
+func (c *Cache) lookupSlow(ctx context.Context, s *shard, h uint64, key []byte, e entry, ok bool, now time.Time, t int64) (Result, error) {
+	hasStale := false
+	if ok {
+		end, expires, expiredAll := c.freshUntil(s, e, t)
+		switch {
+		case t < end+c.swr && !expiredAll:
+			s.revalidations++
 			s.promote(h, e)
+			start := c.claimRefresh(s, h)
+			gen := s.gen
 			s.mu.Unlock()
-			return e.value(), true, nil
-		}
-		s.lru.Remove(h)
-		s.bytes -= e.size()
-		if e.expires {
-			s.expirations++
-		} else {
-			s.refreshes++
+			if start {
+				go c.refresh(context.WithoutCancel(ctx), s, h, bytes.Clone(key), e, gen)
+			}
+			return Result{Value: e.value(), Outcome: Revalidating}, nil
+		case t < end+c.staleFor:
+			hasStale = true
+		default:
+			s.remove(h, e)
+			s.countEnded(expires)
 		}
 	}
 	s.misses++
 	gen := s.gen
 	s.mu.Unlock()
 
-	item, found, err := c.next.Get(ctx, key)
-	if err != nil {
+	item, found, err := c.next.Get(ctx, key, hasStale)
+	switch {
+	case err != nil:
+		if c.staleFor > 0 && c.failed(err) {
+			if v, ok := c.serveStale(s, h, key); ok {
+				return Result{Value: v, Outcome: Stale, Cause: err}, nil
+			}
+		}
 		c.errors.Add(1)
-		return nil, false, err
+		return Result{}, err
+	case !found:
+		if hasStale {
+			c.dropStale(s, h, e, gen)
+		}
+		return Result{}, nil
 	}
-	if !found {
-		return nil, false, nil
+	if !c.fill(s, h, gen, key, item, now, t) && hasStale {
+		c.dropStale(s, h, e, gen)
 	}
-	c.fill(s, h, gen, key, item, now, t)
-	return item.Value, true, nil
+	return Result{Value: item.Value, Outcome: Next, Origin: item.Origin}, nil
+}
+
+// countEnded counts an entry removed or replaced after its freshness ended,
+// by Item.Expires (expires) or else the TTL cap or ExpireAll.
+func (s *shard) countEnded(expires bool) {
+	if expires {
+		s.expirations++
+	} else {
+		s.refreshes++
+	}
 }
 
 // promote moves a hit entry to the front of the LRU list unless it is
@@ -339,17 +529,18 @@ func (s *shard) promote(h uint64, e entry) {
 
 // fill inserts a copy of key's item, fetched after the shard's generation
 // was gen at time now (t on c's clock), unless the entry is too large,
-// already expired, or the shard was invalidated since.
-func (c *Cache) fill(s *shard, h uint64, gen uint64, key []byte, item Item, now time.Time, t int64) {
+// already expired, or the shard was invalidated since. It reports whether
+// the item was kept, or would have been but for the generation.
+func (c *Cache) fill(s *shard, h uint64, gen uint64, key []byte, item Item, now time.Time, t int64) bool {
 	if entrySize(len(key), len(item.Value)) > c.maxItem {
 		c.tooLarge.Add(1)
-		return
+		return false
 	}
 	deadline, expires := t+int64(c.ttl), false
 	if !item.Expires.IsZero() {
 		left := item.Expires.Sub(now)
 		if left <= 0 {
-			return // expired already: the caller gets it, L1 does not keep it
+			return false // expired already: the caller gets it, L1 does not keep it
 		}
 		if left < c.ttl {
 			deadline, expires = t+int64(left), true
@@ -362,12 +553,18 @@ func (c *Cache) fill(s *shard, h uint64, gen uint64, key []byte, item Item, now 
 	defer s.mu.Unlock()
 	if s.gen != gen {
 		s.fillsDropped++
-		return
+		return true
 	}
+	e.era = s.era // unchanged since gen was read: ExpireAll moves gen too
 	if old, ok := s.lru.Peek(h); ok {
-		// A concurrent reader filled the key first (or a key with the same
-		// hash is there): replace its entry.
+		// A stale entry of the key, one a concurrent reader filled first,
+		// or a key with the same hash: replace it.
 		s.bytes -= old.size()
+		if bytes.Equal(old.key(), key) {
+			if end, oldExpires, _ := c.freshUntil(s, old, t); end <= t {
+				s.countEnded(oldExpires)
+			}
+		}
 	}
 	s.tick++
 	e.setPromoted(s.tick)
@@ -386,25 +583,25 @@ func (c *Cache) fill(s *shard, h uint64, gen uint64, key []byte, item Item, now 
 			s.evictions++
 		}
 	}
+	return true
 }
 
-// Invalidate removes key from L1 and makes any fetch of a key of its shard
-// that is in flight drop its result. The proxy calls it after every write
-// to L2, before replying.
+// Invalidate removes key from L1, stale copy included, and makes any fetch
+// of a key of its shard that is in flight drop its result. The proxy calls
+// it after every write to L2, before replying.
 func (c *Cache) Invalidate(key []byte) {
 	h, s := c.shardOf(key)
 	s.mu.Lock()
 	s.gen++
 	if e, ok := s.lookup(h, key); ok {
-		s.lru.Remove(h)
-		s.bytes -= e.size()
+		s.remove(h, e)
 		s.invalidations++
 	}
 	s.mu.Unlock()
 }
 
-// Flush removes every entry and makes every fetch in flight drop its
-// result. The proxy calls it after FLUSHDB/FLUSHALL.
+// Flush removes every entry, stale ones included, and makes every fetch in
+// flight drop its result. The proxy calls it after FLUSHDB/FLUSHALL.
 func (c *Cache) Flush() {
 	for i := range c.shards {
 		s := &c.shards[i]
@@ -422,10 +619,12 @@ func (c *Cache) Flush() {
 // so the totals are not from a single instant.
 func (c *Cache) Stats() Stats {
 	st := Stats{
-		TooLarge:   c.tooLarge.Load(),
-		NextErrors: c.errors.Load(),
-		MaxBytes:   c.budget * int64(len(c.shards)),
-		Shards:     len(c.shards),
+		TooLarge:      c.tooLarge.Load(),
+		NextErrors:    c.errors.Load(),
+		RefreshErrors: c.refreshErrors.Load(),
+		ExpiredAll:    c.expiredAll.Load(),
+		MaxBytes:      c.budget * int64(len(c.shards)),
+		Shards:        len(c.shards),
 	}
 	for i := range c.shards {
 		s := &c.shards[i]
@@ -439,6 +638,11 @@ func (c *Cache) Stats() Stats {
 		st.Refreshes += s.refreshes
 		st.Invalidations += s.invalidations
 		st.Flushed += s.flushed
+		st.StaleServed += s.staleServed
+		st.StaleDropped += s.staleDropped
+		st.Revalidations += s.revalidations
+		st.RefreshesStarted += s.refreshesStarted
+		st.RefreshesSkipped += s.refreshesSkipped
 		st.Entries += int64(s.lru.Len())
 		st.Bytes += s.bytes
 		s.mu.Unlock()

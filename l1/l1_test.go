@@ -36,22 +36,29 @@ func (f *fakeClock) Advance(d time.Duration) {
 }
 
 // fakeL2 is a next tier over a map, with Redis's expiry (a key is gone
-// from its expiry instant on) and a count of Gets per key.
+// from its expiry instant on), a count of Gets per key, the hasStale flag
+// of the last Get, and an error to fail with.
 type fakeL2 struct {
-	now   func() time.Time
-	mu    sync.Mutex
-	m     map[string]Item
-	calls map[string]int
+	now      func() time.Time
+	mu       sync.Mutex
+	m        map[string]Item
+	calls    map[string]int
+	hasStale bool  // of the last Get
+	err      error // returned by Get if set
 }
 
 func newFakeL2(now func() time.Time) *fakeL2 {
 	return &fakeL2{now: now, m: map[string]Item{}, calls: map[string]int{}}
 }
 
-func (l *fakeL2) Get(_ context.Context, key []byte) (Item, bool, error) {
+func (l *fakeL2) Get(_ context.Context, key []byte, hasStale bool) (Item, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls[string(key)]++
+	l.hasStale = hasStale
+	if l.err != nil {
+		return Item{}, false, l.err
+	}
 	it, ok := l.m[string(key)]
 	if !ok || (!it.Expires.IsZero() && !l.now().Before(it.Expires)) {
 		return Item{}, false, nil
@@ -76,6 +83,19 @@ func (l *fakeL2) del(key string) {
 	l.mu.Unlock()
 }
 
+// fail makes every Get return err (nil: answer again).
+func (l *fakeL2) fail(err error) {
+	l.mu.Lock()
+	l.err = err
+	l.mu.Unlock()
+}
+
+func (l *fakeL2) lastHasStale() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hasStale
+}
+
 func (l *fakeL2) callsFor(key string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -83,7 +103,7 @@ func (l *fakeL2) callsFor(key string) int {
 }
 
 func TestNewConfig(t *testing.T) {
-	next := GetterFunc(func(context.Context, []byte) (Item, bool, error) { return Item{}, false, nil })
+	next := GetterFunc(func(context.Context, []byte, bool) (Item, bool, error) { return Item{}, false, nil })
 	tests := []struct {
 		name        string
 		next        Getter
@@ -107,6 +127,12 @@ func TestNewConfig(t *testing.T) {
 		{name: "MaxItemBytes above shard budget", next: next, cfg: Config{MaxBytes: 1 << 20, Shards: 4, MaxItemBytes: 1<<18 + 1}, wantErr: true},
 		{name: "MaxItemBytes below overhead", next: next, cfg: Config{MaxItemBytes: 10}, wantErr: true},
 		{name: "MaxBytes too small for one entry", next: next, cfg: Config{MaxBytes: 500}, wantErr: true},
+		{name: "stale windows", next: next, cfg: Config{StaleFor: time.Minute, StaleWhileRevalidate: time.Minute, MaxRefreshes: 3}, wantShards: 64, wantMaxItem: 256 << 10, wantMax: 64 << 20},
+		{name: "negative StaleFor", next: next, cfg: Config{StaleFor: -time.Second}, wantErr: true},
+		{name: "negative StaleWhileRevalidate", next: next, cfg: Config{StaleFor: time.Minute, StaleWhileRevalidate: -time.Second}, wantErr: true},
+		{name: "StaleWhileRevalidate above StaleFor", next: next, cfg: Config{StaleFor: time.Second, StaleWhileRevalidate: 2 * time.Second}, wantErr: true},
+		{name: "StaleWhileRevalidate without StaleFor", next: next, cfg: Config{StaleWhileRevalidate: time.Second}, wantErr: true},
+		{name: "negative MaxRefreshes", next: next, cfg: Config{MaxRefreshes: -1}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,7 +474,7 @@ func TestNextTierError(t *testing.T) {
 	var fail atomic.Bool
 	fail.Store(true)
 	var calls atomic.Int64
-	next := GetterFunc(func(context.Context, []byte) (Item, bool, error) {
+	next := GetterFunc(func(context.Context, []byte, bool) (Item, bool, error) {
 		calls.Add(1)
 		if fail.Load() {
 			return Item{Value: []byte("partial")}, true, fmt.Errorf("get: %w", errDown)
@@ -482,7 +508,7 @@ func TestNextTierError(t *testing.T) {
 func TestAlreadyExpiredItemNotKept(t *testing.T) {
 	clk := newFakeClock()
 	var calls int
-	next := GetterFunc(func(context.Context, []byte) (Item, bool, error) {
+	next := GetterFunc(func(context.Context, []byte, bool) (Item, bool, error) {
 		calls++
 		// Expired between the next tier's read and now.
 		return Item{Value: []byte("v"), Expires: clk.Now()}, true, nil
@@ -552,8 +578,8 @@ func TestInvalidateDuringFetch(t *testing.T) {
 			release := make(chan struct{})
 			var block atomic.Bool
 			block.Store(true)
-			next := GetterFunc(func(ctx context.Context, key []byte) (Item, bool, error) {
-				it, found, err := l2.Get(ctx, key)
+			next := GetterFunc(func(ctx context.Context, key []byte, hasStale bool) (Item, bool, error) {
+				it, found, err := l2.Get(ctx, key, hasStale)
 				if block.CompareAndSwap(true, false) {
 					close(started)
 					<-release
@@ -618,7 +644,7 @@ func TestConcurrentCoherence(t *testing.T) {
 		committed [keys]atomic.Uint64
 	)
 	keyName := func(i int) []byte { return []byte("key:" + strconv.Itoa(i)) }
-	next := GetterFunc(func(_ context.Context, key []byte) (Item, bool, error) {
+	next := GetterFunc(func(_ context.Context, key []byte, _ bool) (Item, bool, error) {
 		i, err := strconv.Atoi(string(key[len("key:"):]))
 		if err != nil {
 			return Item{}, false, err
@@ -708,7 +734,7 @@ func TestConcurrentCoherence(t *testing.T) {
 }
 
 func TestHitDoesNotAllocate(t *testing.T) {
-	next := GetterFunc(func(context.Context, []byte) (Item, bool, error) {
+	next := GetterFunc(func(context.Context, []byte, bool) (Item, bool, error) {
 		return Item{Value: []byte("value")}, true, nil
 	})
 	c, err := New(next, Config{})

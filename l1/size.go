@@ -8,7 +8,7 @@ import "unsafe"
 //
 //   - the simplelru list element, internal.Entry[uint64, entry]: next, prev
 //     and list pointers, the key's 64-bit hash, our entry (buffer slice
-//     header, key length, flag, deadline), plus simplelru's unused
+//     header, key length, era, flag, deadline), plus simplelru's unused
 //     ExpiresAt/ExpireBucket fields. lruElement below mirrors its layout;
 //     TestLRUElementMirror checks the mirror against the real type by
 //     reflection;

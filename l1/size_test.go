@@ -93,7 +93,7 @@ var (
 // and whose keys are keyLen bytes, and returns the growth of the live heap,
 // the bytes the cache accounted, and its stats.
 func heapGrowth(t testing.TB, cfg Config, keyLen, valLen int, w workload) (measured, accounted int64, st Stats) {
-	next := GetterFunc(func(context.Context, []byte) (Item, bool, error) {
+	next := GetterFunc(func(context.Context, []byte, bool) (Item, bool, error) {
 		return Item{Value: make([]byte, valLen)}, true, nil
 	})
 	c, err := New(next, cfg)

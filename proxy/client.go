@@ -42,8 +42,7 @@ type client struct {
 	lastCmd    atomic.Pointer[commands.Meta]
 
 	commands atomic.Uint64
-	hits     atomic.Uint64
-	misses   atomic.Uint64
+	reads    readCounters
 	errors   atomic.Uint64
 
 	scratch []byte    // reply encoding buffer

@@ -9,6 +9,7 @@ import (
 	"github.com/tidwall/redcon"
 	"go.uber.org/zap"
 
+	"github.com/sidecache/sidecache/l1"
 	"github.com/sidecache/sidecache/l2store"
 	"github.com/sidecache/sidecache/l2store/commands"
 )
@@ -338,7 +339,9 @@ func (s *Server) invalidate(c *client, m *commands.Meta, args [][]byte) {
 }
 
 // errorText turns an error from the tiers into the text of a RESP error
-// reply. Only the proxy does this.
+// reply. Only the proxy does this. Failures of the L2 are the breaker's
+// to report (it logs its transitions): they are logged at Debug, so an
+// outage does not flood the log; anything unexpected at Warn.
 func (s *Server) errorText(err error) string {
 	var re l2store.ReplyError
 	switch {
@@ -349,47 +352,55 @@ func (s *Server) errorText(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "ERR connection closed"
 	}
+	if text := tierErrorText(err); text != "" {
+		s.log.Debug("command failed", zap.Error(err))
+		return text
+	}
 	s.log.Warn("command failed", zap.Error(err))
 	return "ERR sidecache: " + err.Error()
 }
 
-// cmdGet is the hot path: GET through L1.
+// cmdGet is the hot path: GET through L1 (and, on a miss, the tiers
+// below it).
 func (s *Server) cmdGet(c *client, _ *commands.Meta, args [][]byte) {
-	v, found, err := s.cache.Get(c.ctx, args[1])
+	r, err := s.cache.Lookup(c.ctx, args[1])
+	c.reads[outcomeOf(r, err)].Add(1)
 	switch {
 	case err != nil:
 		c.writeError(s.errorText(err))
-	case !found:
-		c.misses.Add(1)
+	case r.Outcome == l1.Miss:
 		c.writeNull()
 	default:
-		c.hits.Add(1)
-		c.writeBulk(v)
+		c.writeBulk(r.Value)
 	}
 }
 
 // cmdMGet reads every key through L1. A key holding another type reads as
-// nil, as in Redis; any other error fails the whole command.
+// nil, as in Redis; any other error (a shed read among them) fails the
+// whole command, as MGET has no per-key error.
 func (s *Server) cmdMGet(c *client, _ *commands.Meta, args [][]byte) {
 	keys := args[1:]
 	vals := make([][]byte, len(keys))
 	found := make([]bool, len(keys))
 	for i, k := range keys {
-		v, ok, err := s.cache.Get(c.ctx, k)
+		r, err := s.cache.Lookup(c.ctx, k)
+		o := outcomeOf(r, err)
 		var re l2store.ReplyError
-		if err != nil && !errors.As(err, &re) {
+		if err != nil && errors.As(err, &re) {
+			o = readMiss // WRONGTYPE: MGET reads it as nil
+		}
+		c.reads[o].Add(1)
+		if err != nil && o != readMiss {
 			c.writeError(s.errorText(err))
 			return
 		}
-		vals[i], found[i] = v, ok && err == nil
+		vals[i], found[i] = r.Value, err == nil && r.Outcome != l1.Miss
 	}
 	c.conn.WriteArray(len(keys))
 	for i := range keys {
 		if found[i] {
-			c.hits.Add(1)
 			c.writeBulk(vals[i])
 		} else {
-			c.misses.Add(1)
 			c.writeNull()
 		}
 	}

@@ -144,8 +144,8 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 		field("rejected_connections", s.stats.rejected.Load())
 		field("expired_keys", l2.Expirations)
 		field("evicted_keys", l2.Evictions)
-		field("keyspace_hits", st.hits)
-		field("keyspace_misses", st.misses)
+		field("keyspace_hits", st.hits())
+		field("keyspace_misses", st.misses())
 		field("total_error_replies", st.errors)
 	case "replication":
 		b.WriteString("# Replication\r\n")
@@ -192,38 +192,55 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 			field("l2_mode", l2.Mode)
 			field("l2_tracking", l2.Tracking)
 		}
+		field("l1_stale_served", l1.StaleServed)
+		field("l1_revalidations", l1.Revalidations)
+		field("l1_refreshes", l1.RefreshesStarted)
+		st := s.statsSnapshot()
+		for i, name := range readOutcomeNames {
+			field(name, st.reads[i].Load())
+		}
+		if s.cfg.Info != nil {
+			for _, f := range s.cfg.Info() {
+				field(f.Name, f.Value)
+			}
+		}
+		field("process_goroutines", runtime.NumGoroutine())
 	}
 }
 
-type statsSnapshot struct{ commands, hits, misses, errors uint64 }
+type statsSnapshot struct {
+	commands, errors uint64
+	reads            readCounters
+}
+
+func (st *statsSnapshot) hits() uint64   { return st.reads.hits() }
+func (st *statsSnapshot) misses() uint64 { return st.reads.misses() }
 
 // statsSnapshot adds the live clients' counters to the closed ones'.
-func (s *Server) statsSnapshot() statsSnapshot {
-	st := statsSnapshot{
+func (s *Server) statsSnapshot() *statsSnapshot {
+	st := &statsSnapshot{
 		commands: s.stats.commands.Load(),
-		hits:     s.stats.hits.Load(),
-		misses:   s.stats.misses.Load(),
 		errors:   s.stats.errors.Load(),
 	}
+	st.reads.add(&s.stats.reads)
 	for _, c := range s.snapshotClients() {
 		st.commands += c.commands.Load()
-		st.hits += c.hits.Load()
-		st.misses += c.misses.Load()
 		st.errors += c.errors.Load()
+		st.reads.add(&c.reads)
 	}
 	return st
 }
 
 // resetStats zeroes the counters CONFIG RESETSTAT resets.
 func (s *Server) resetStats() {
-	for _, a := range []*atomic.Uint64{&s.stats.connections, &s.stats.rejected, &s.stats.commands, &s.stats.hits, &s.stats.misses, &s.stats.errors} {
+	for _, a := range []*atomic.Uint64{&s.stats.connections, &s.stats.rejected, &s.stats.commands, &s.stats.errors} {
 		a.Store(0)
 	}
+	s.stats.reads.reset()
 	for _, c := range s.snapshotClients() {
 		c.commands.Store(0)
-		c.hits.Store(0)
-		c.misses.Store(0)
 		c.errors.Store(0)
+		c.reads.reset()
 	}
 }
 

@@ -142,9 +142,9 @@ func newPinEnv(t *testing.T) *pinEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte) (l1.Item, bool, error) {
+	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte, _ bool) (l1.Item, bool, error) {
 		item, found, err := st.Get(ctx, key)
-		return l1.Item(item), found, err
+		return l1.Item{Value: item.Value, Expires: item.Expires}, found, err
 	}), l1.Config{MaxBytes: 1 << 20, TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)

@@ -26,9 +26,9 @@ func startServer(tb testing.TB, cfg proxy.Config) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte) (l1.Item, bool, error) {
+	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte, _ bool) (l1.Item, bool, error) {
 		item, ok, err := store.Get(ctx, key)
-		return l1.Item(item), ok, err
+		return l1.Item{Value: item.Value, Expires: item.Expires}, ok, err
 	}), l1.Config{MaxBytes: 1 << 20})
 	if err != nil {
 		tb.Fatal(err)

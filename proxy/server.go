@@ -21,11 +21,13 @@ import (
 // Cache is the read path below the proxy: the L1 and, behind it, the tiers
 // it reads through. It is implemented by *l1.Cache.
 type Cache interface {
-	// Get returns key's value. The slice is owned by the cache and must not
-	// be modified. A WRONGTYPE or other Redis error from below comes back as
-	// an l2store.ReplyError.
-	Get(ctx context.Context, key []byte) (value []byte, found bool, err error)
-	// Invalidate drops key, after a write to it reached the store.
+	// Lookup returns key's value and where it came from (l1.Result). The
+	// value is owned by the cache and must not be modified. A WRONGTYPE or
+	// other Redis error from below comes back as an l2store.ReplyError; a
+	// read the tiers refuse as fallback.ErrShed or breaker.ErrOpen.
+	Lookup(ctx context.Context, key []byte) (l1.Result, error)
+	// Invalidate drops key, after a write to it was sent to the store
+	// (whether or not it succeeded).
 	Invalidate(key []byte)
 	// Flush drops every key, after FLUSHDB or FLUSHALL.
 	Flush()
@@ -91,6 +93,10 @@ type Config struct {
 	RequirePass string
 	// Settings are extra parameters for CONFIG GET, such as the tiers'.
 	Settings []Setting
+	// Info returns extra name:value lines for INFO's sidecache section:
+	// the state of the tiers the proxy does not see (breaker, fallback).
+	// Names must be unique and free of ':' and CR/LF. Default: none.
+	Info func() []Setting
 	// Version is sidecache's version, reported by INFO.
 	Version string
 	// Logger receives connection errors and recovered panics. Default: none.
@@ -199,8 +205,7 @@ type serverStats struct {
 	connections atomic.Uint64 // total_connections_received
 	rejected    atomic.Uint64 // rejected_connections
 	commands    atomic.Uint64 // total_commands_processed of closed clients
-	hits        atomic.Uint64 // keyspace_hits of closed clients
-	misses      atomic.Uint64 // keyspace_misses of closed clients
+	reads       readCounters  // reads by outcome of closed clients
 	errors      atomic.Uint64 // total_error_replies of closed clients
 	ops         opsMeter
 }
@@ -405,8 +410,7 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 	}
 	c.cancel()
 	s.stats.commands.Add(c.commands.Load())
-	s.stats.hits.Add(c.hits.Load())
-	s.stats.misses.Add(c.misses.Load())
+	s.stats.reads.add(&c.reads)
 	s.stats.errors.Add(c.errors.Load())
 	s.mu.Lock()
 	delete(s.clients, c)

@@ -26,14 +26,17 @@ type fakeCache struct {
 	flushes     int
 }
 
-func (c *fakeCache) Get(_ context.Context, key []byte) ([]byte, bool, error) {
+func (c *fakeCache) Lookup(_ context.Context, key []byte) (l1.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
-		return nil, false, c.err
+		return l1.Result{}, c.err
 	}
 	v, ok := c.values[string(key)]
-	return []byte(v), ok, nil
+	if !ok {
+		return l1.Result{Outcome: l1.Miss}, nil
+	}
+	return l1.Result{Value: []byte(v), Outcome: l1.Hit}, nil
 }
 
 func (c *fakeCache) Invalidate(key []byte) {

@@ -25,6 +25,8 @@ type config struct {
 	Listen                 string
 	L1MaxBytes             int64
 	L1TTL                  time.Duration
+	StaleFor               time.Duration
+	StaleWhileRevalidate   time.Duration
 	L2                     string
 	L2MaxBytes             int64
 	L2Policy               string
@@ -38,6 +40,24 @@ type config struct {
 	L2TLSKey               string
 	L2TLSServerName        string
 	L2TLSInsecure          bool
+	L2Timeout              time.Duration
+	RetryBudget            float64
+	BreakerWindow          time.Duration
+	BreakerMinRequests     int
+	BreakerErrorRatio      float64
+	BreakerSlowCall        time.Duration
+	BreakerSlowRatio       float64
+	BreakerHitRateFloor    float64
+	BreakerHitRateDrop     float64
+	BreakerBaseline        time.Duration
+	BreakerOpenFor         time.Duration
+	BreakerProbes          int
+	FillWait               time.Duration
+	OriginRate             int
+	OriginQueue            int
+	OriginURL              string
+	OriginTimeout          time.Duration
+	OriginMaxBytes         int64
 	MaxClients             int
 	ProtoMaxBulkLen        int64
 	MaxMultibulkLen        int64
@@ -76,6 +96,26 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.L2TLSKey, "l2-tls-key", "", "remote L2 over TLS: PEM client key")
 	fs.StringVar(&c.L2TLSServerName, "l2-tls-server-name", "", "remote L2 over TLS: the name to verify in the server's certificate; empty: the URL's host")
 	fs.BoolVar(&c.L2TLSInsecure, "l2-tls-insecure-skip-verify", false, "remote L2 over TLS: do not verify the server's certificate (testing only)")
+	fs.DurationVar(&c.StaleFor, "stale-for", 10*time.Minute, "how long L1 keeps an entry after its freshness ends, to answer with while the L2 fails (stale-if-error); 0 off")
+	fs.DurationVar(&c.StaleWhileRevalidate, "stale-while-revalidate", 0, "answer a read this long after freshness ends from L1 at once while one background read refreshes it; 0 off")
+	fs.DurationVar(&c.L2Timeout, "l2-timeout", 500*time.Millisecond, "the most a read through L1 (GET, MGET) waits for the L2, retry included")
+	fs.Float64Var(&c.RetryBudget, "retry-budget", 0.1, "retries of failed L2 reads, as a fraction of L2 reads; never while the breaker is open; 0 off")
+	fs.DurationVar(&c.BreakerWindow, "breaker-window", 10*time.Second, "rolling window over which the breaker judges the L2")
+	fs.IntVar(&c.BreakerMinRequests, "breaker-min-requests", 20, "L2 calls in the window before the breaker judges any ratio")
+	fs.Float64Var(&c.BreakerErrorRatio, "breaker-error-ratio", 0.5, "open when this fraction of L2 calls fail or time out")
+	fs.DurationVar(&c.BreakerSlowCall, "breaker-slow-call", 100*time.Millisecond, "an L2 call slower than this is slow")
+	fs.Float64Var(&c.BreakerSlowRatio, "breaker-slow-ratio", 0.5, "open when this fraction of L2 calls are slow")
+	fs.Float64Var(&c.BreakerHitRateFloor, "breaker-hit-rate-floor", 0, "open when the L2 hit rate of L1 misses falls below this; 0 off")
+	fs.Float64Var(&c.BreakerHitRateDrop, "breaker-hit-rate-drop", 0.5, "open when the L2 hit rate falls below this fraction of its baseline; 0 off")
+	fs.DurationVar(&c.BreakerBaseline, "breaker-baseline", 5*time.Minute, "horizon of the L2 hit-rate baseline")
+	fs.DurationVar(&c.BreakerOpenFor, "breaker-open-for", 5*time.Second, "how long the breaker stays open before probing the L2")
+	fs.IntVar(&c.BreakerProbes, "breaker-probes", 5, "L2 calls let through while half-open; all must succeed (and hit) to close")
+	fs.DurationVar(&c.FillWait, "fill-wait", 50*time.Millisecond, "concurrent misses on one key wait this long for the first one's SET; 0 off")
+	fs.IntVar(&c.OriginRate, "origin-rate", 100, "while the breaker is not closed, most misses per second handed to clients (or origin loads)")
+	fs.IntVar(&c.OriginQueue, "origin-queue", 10, "most reads waiting for an origin slot; beyond it, stale or TRYAGAIN at once")
+	fs.StringVar(&c.OriginURL, "origin-url", "", "read-through HTTP origin, a URL with {key} (e.g. http://db-api:8080/items/{key}); empty: cache-aside, clients read their database on a miss")
+	fs.DurationVar(&c.OriginTimeout, "origin-timeout", time.Second, "how long one origin load may take")
+	sizeVar(fs, &c.OriginMaxBytes, "origin-max-bytes", 8<<20, "largest value an origin load may return")
 	sizeVar(fs, &c.L2MaxBytes, "l2-max-bytes", kv.DefaultMaxBytes, "memory bound of the embedded L2, entries and indexes (Redis maxmemory)")
 	fs.StringVar(&c.L2Policy, "l2-policy", "allkeys-lru", "what the embedded L2 does when full: allkeys-lru (evict) or noeviction (writes get -OOM)")
 	fs.IntVar(&c.MaxClients, "maxclients", proxy.DefaultMaxClients, "most simultaneous client connections (Redis maxclients)")
@@ -150,6 +190,32 @@ func (c *config) validate() error {
 		return fmt.Errorf("--l2-pool-size %d: must not be negative", c.L2PoolSize)
 	case (c.L2TLSCert == "") != (c.L2TLSKey == ""):
 		return fmt.Errorf("--l2-tls-cert and --l2-tls-key go together")
+	case c.StaleFor < 0:
+		return fmt.Errorf("--stale-for %v: must not be negative", c.StaleFor)
+	case c.StaleWhileRevalidate < 0 || c.StaleWhileRevalidate > c.StaleFor:
+		return fmt.Errorf("--stale-while-revalidate %v: must be between 0 and --stale-for (%v)", c.StaleWhileRevalidate, c.StaleFor)
+	case c.L2Timeout <= 0:
+		return fmt.Errorf("--l2-timeout %v: must be positive", c.L2Timeout)
+	case c.RetryBudget < 0 || c.RetryBudget > 1:
+		return fmt.Errorf("--retry-budget %v: must be between 0 and 1", c.RetryBudget)
+	case c.BreakerWindow <= 0 || c.BreakerOpenFor <= 0 || c.BreakerBaseline <= 0 || c.BreakerSlowCall <= 0:
+		return fmt.Errorf("--breaker-window, --breaker-open-for, --breaker-baseline and --breaker-slow-call must be positive")
+	case c.BreakerMinRequests < 1:
+		return fmt.Errorf("--breaker-min-requests %d: must be at least 1", c.BreakerMinRequests)
+	case c.BreakerProbes < 1:
+		return fmt.Errorf("--breaker-probes %d: must be at least 1", c.BreakerProbes)
+	case !isFraction(c.BreakerErrorRatio) || !isFraction(c.BreakerSlowRatio) || !isFraction(c.BreakerHitRateFloor) || !isFraction(c.BreakerHitRateDrop):
+		return fmt.Errorf("--breaker-error-ratio, --breaker-slow-ratio, --breaker-hit-rate-floor and --breaker-hit-rate-drop must be between 0 and 1")
+	case c.FillWait < 0:
+		return fmt.Errorf("--fill-wait %v: must not be negative", c.FillWait)
+	case c.OriginRate < 1:
+		return fmt.Errorf("--origin-rate %d: must be at least 1", c.OriginRate)
+	case c.OriginQueue < 0:
+		return fmt.Errorf("--origin-queue %d: must not be negative", c.OriginQueue)
+	case c.OriginTimeout <= 0:
+		return fmt.Errorf("--origin-timeout %v: must be positive", c.OriginTimeout)
+	case c.OriginMaxBytes <= 0:
+		return fmt.Errorf("--origin-max-bytes %d: must be positive", c.OriginMaxBytes)
 	case c.LogFormat != "console" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: want console or json", c.LogFormat)
 	case c.ShutdownTimeout < 0:
@@ -157,6 +223,8 @@ func (c *config) validate() error {
 	}
 	return nil
 }
+
+func isFraction(f float64) bool { return f >= 0 && f <= 1 }
 
 // usage prints the flags and their environment variables.
 func usage(w io.Writer) {

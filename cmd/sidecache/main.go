@@ -18,9 +18,12 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sidecache/sidecache/breaker"
+	"github.com/sidecache/sidecache/fallback"
 	"github.com/sidecache/sidecache/l1"
 	"github.com/sidecache/sidecache/l2store"
 	"github.com/sidecache/sidecache/l2store/embedded"
@@ -56,6 +59,10 @@ func run(args []string) int {
 		return 2
 	}
 	defer log.Sync()
+	// go-redis logs its pool's failed dials itself: once per attempt while
+	// the L2 is down. The breaker and the tracker report outages; keep
+	// go-redis's lines for --log-level debug.
+	redis.SetLogger(goRedisLogger{log.Named("go-redis")})
 	if err := serve(cfg, log); err != nil {
 		fmt.Fprintf(os.Stderr, "sidecache: %v\n", err)
 		if isConfigError(err) {
@@ -70,7 +77,8 @@ func run(args []string) int {
 // configuration, which the flags set: a bad flag, like a parse error.
 func isConfigError(err error) bool {
 	return errors.Is(err, l1.ErrInvalidConfig) || errors.Is(err, embedded.ErrConfig) ||
-		errors.Is(err, remote.ErrConfig) || errors.Is(err, proxy.ErrConfig)
+		errors.Is(err, remote.ErrConfig) || errors.Is(err, proxy.ErrConfig) ||
+		errors.Is(err, breaker.ErrInvalidSettings) || errors.Is(err, fallback.ErrInvalidConfig)
 }
 
 // store is the L2 as serve uses it.
@@ -122,18 +130,13 @@ func newStore(cfg *config, log *zap.Logger) (store, []proxy.Setting, error) {
 	return st, []proxy.Setting{{Name: "sidecache-l2", Value: rcfg.Redacted()}}, nil
 }
 
-// applyInvalidations drops from L1 what the remote L2 reports written
-// elsewhere, until stop is closed.
-func applyInvalidations(in <-chan remote.Invalidation, cache *l1.Cache, stop <-chan struct{}) {
+// applyInvalidations applies what the remote L2 reports written
+// elsewhere (tiers.invalidate), until stop is closed.
+func applyInvalidations(in <-chan remote.Invalidation, t *tiers, stop <-chan struct{}) {
 	for {
 		select {
 		case inv := <-in:
-			if inv.Flush {
-				cache.Flush()
-			}
-			for _, k := range inv.Keys {
-				cache.Invalidate(k)
-			}
+			t.invalidate(inv)
 		case <-stop:
 			return
 		}
@@ -174,23 +177,17 @@ func serve(cfg *config, log *zap.Logger) error {
 		return err
 	}
 	defer st.Close()
-	var cache proxy.Cache // nil: L1 off
-	if cfg.L1MaxBytes > 0 {
-		c, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte) (l1.Item, bool, error) {
-			item, found, err := st.Get(ctx, key)
-			return l1.Item(item), found, err
-		}), l1.Config{MaxBytes: cfg.L1MaxBytes, TTL: cfg.L1TTL})
-		if err != nil {
-			return err
-		}
-		cache = c
-		if rs, ok := st.(*remote.Store); ok {
-			stop := make(chan struct{})
-			defer close(stop)
-			go applyInvalidations(rs.Invalidations(), c, stop)
-		}
+	t, err := newTiers(cfg, st, log)
+	if err != nil {
+		return err
 	}
-	srv, err := proxy.New(cache, st, proxy.Config{
+	defer t.close()
+	if rs, ok := st.(*remote.Store); ok && t.l1 != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go applyInvalidations(rs.Invalidations(), t, stop)
+	}
+	srv, err := proxy.New(t.cache(), t.store, proxy.Config{
 		Addr:                   cfg.Listen,
 		MaxClients:             cfg.MaxClients,
 		ProtoMaxBulkLen:        cfg.ProtoMaxBulkLen,
@@ -200,6 +197,7 @@ func serve(cfg *config, log *zap.Logger) error {
 		RequirePass:            cfg.RequirePass,
 		Version:                version,
 		Logger:                 log,
+		Info:                   t.info,
 		Settings: append(settings,
 			proxy.Setting{Name: "sidecache-l1-max-bytes", Value: strconv.FormatInt(cfg.L1MaxBytes, 10)},
 			proxy.Setting{Name: "sidecache-l1-ttl", Value: cfg.L1TTL.String()},
@@ -217,6 +215,8 @@ func serve(cfg *config, log *zap.Logger) error {
 		zap.String("listen", cfg.Listen),
 		zap.Int64("l1_max_bytes", cfg.L1MaxBytes),
 		zap.Duration("l1_ttl", cfg.L1TTL),
+		zap.Duration("stale_for", cfg.StaleFor),
+		zap.String("origin", originName(cfg)),
 		zap.String("l2", l2Name(cfg)),
 		zap.Int("maxclients", cfg.MaxClients),
 		zap.Bool("requirepass", cfg.RequirePass != ""),
@@ -255,6 +255,14 @@ func l2Name(cfg *config) string {
 	return remote.Config{URL: cfg.L2}.Redacted()
 }
 
+// originName describes the fallback for the log.
+func originName(cfg *config) string {
+	if cfg.OriginURL == "" {
+		return "none (cache-aside)"
+	}
+	return cfg.OriginURL
+}
+
 // syscallError reduces a listen error to its cause, e.g. "address already
 // in use", dropping the "listen tcp addr: bind:" prefixes.
 func syscallError(err error) error {
@@ -284,4 +292,14 @@ func newLogger(format, level string) (*zap.Logger, error) {
 	}
 	zc.DisableStacktrace = true
 	return zc.Build()
+}
+
+// goRedisLogger writes go-redis's log lines at Debug.
+type goRedisLogger struct{ log *zap.Logger }
+
+func (l goRedisLogger) Printf(_ context.Context, format string, v ...any) {
+	if ce := l.log.Check(zapcore.DebugLevel, ""); ce != nil {
+		ce.Message = fmt.Sprintf(format, v...)
+		ce.Write()
+	}
 }

@@ -499,7 +499,7 @@ func (pc *pushConn) fail(cause error) {
 	}
 	if !closed {
 		p.tr.requestFlush()
-		p.log.Warn("L2 push tracking lost: L1 flushed; values from this node are not kept until it reconnects",
+		p.log.Warn("L2 push tracking lost: L1 entries made stale; values from this node are not kept until it reconnects",
 			zap.String("node", n.name), zap.Error(cause))
 	}
 }

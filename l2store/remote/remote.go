@@ -132,6 +132,9 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 		// server forgets the keys a connection read when it closes, which
 		// flushes L1 (tracking.go).
 		o.ConnMaxIdleTime = -1
+		// The read path's deadline (the breaker's L2 timeout) bounds the
+		// wait for a reply, not only the ReadTimeout.
+		o.ContextTimeoutEnabled = true
 	}
 	switch s.t.mode {
 	case Sentinel:

@@ -60,9 +60,10 @@ import (
 type Invalidation struct {
 	// Keys are the changed keys. The slices are the consumer's to keep.
 	Keys [][]byte
-	// Flush asks to drop every key: on FLUSHALL/FLUSHDB upstream, and when
-	// an invalidation may have been lost (a tracking or fill connection
-	// closed).
+	// Flush reports that any key may have changed: on FLUSHALL/FLUSHDB
+	// upstream, and when an invalidation may have been lost (a tracking or
+	// fill connection closed). No value read before may be served as
+	// fresh; sidecache keeps them as stale copies for when the L2 fails.
 	Flush bool
 }
 
@@ -180,6 +181,10 @@ type tracking struct {
 	sentinels    map[string]bool // Sentinel mode: the configured sentinels
 
 	out      chan Invalidation
+	// warned holds the nodes (by address) whose loss of tracking was
+	// logged at Warn: until one is up again, its failed reconnects (each
+	// fill dial may start one) are logged at Debug.
+	warned map[string]bool
 	flushReq chan struct{} // a pending flush, coalesced
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -743,11 +748,14 @@ func (tr *tracking) setUp(n *node, conn net.Conn, id int64) uint64 {
 	if prev == nodeDown || len(retired) > 0 {
 		tr.requestFlush()
 	}
+	tr.mu.Lock()
+	delete(tr.warned, n.addr)
+	tr.mu.Unlock()
 	if prev == nodeStarting {
 		tr.log.Info("L2 tracking enabled: L1 drops values the upstream reports changed",
 			zap.String("node", n.addr), zap.Int64("client_id", id))
 	} else {
-		tr.log.Info("L2 tracking restored: L1 flushed, values are kept again",
+		tr.log.Info("L2 tracking restored: L1 entries made stale, values are kept again",
 			zap.String("node", n.addr), zap.Int64("client_id", id), zap.Int("connections_retired", len(retired)))
 	}
 	return gen
@@ -766,12 +774,13 @@ func (tr *tracking) setDown(n *node, gen uint64, err error) net.Conn {
 	tr.recount(n)
 	tr.publish()
 	closed := tr.closed
+	tr.warnOnce(n.addr)
 	tr.mu.Unlock()
 	if closed {
 		return conn
 	}
 	tr.requestFlush()
-	tr.log.Warn("L2 tracking lost: L1 flushed; values from this node are not kept until it is restored",
+	tr.log.Warn("L2 tracking lost: L1 entries made stale; values from this node are not kept until it is restored",
 		zap.String("node", n.addr), zap.Error(err))
 	return conn
 }
@@ -786,15 +795,29 @@ func (tr *tracking) failed(n *node, err error) {
 		tr.publish()
 	}
 	closed := tr.closed
+	warn := tr.warnOnce(n.addr)
 	tr.mu.Unlock()
 	switch {
 	case closed:
-	case first:
+	case first && warn:
 		tr.log.Warn("L2 tracking connection failed: values from this node are not kept until it connects",
 			zap.String("node", n.addr), zap.Error(err))
 	default:
 		tr.log.Debug("L2 tracking reconnect failed", zap.String("node", n.addr), zap.Error(err))
 	}
+}
+
+// warnOnce reports whether addr's loss of tracking is yet to be logged at
+// Warn, and records that it is. tr.mu is held.
+func (tr *tracking) warnOnce(addr string) bool {
+	if tr.warned[addr] {
+		return false
+	}
+	if tr.warned == nil {
+		tr.warned = make(map[string]bool)
+	}
+	tr.warned[addr] = true
+	return true
 }
 
 // refuse records that n refuses tracking, for good.
@@ -975,7 +998,7 @@ func (tr *tracking) lost(c *fillConn) {
 	tr.mu.Unlock()
 	if ok {
 		tr.requestFlush()
-		tr.log.Debug("L2 fill connection closed by the upstream: L1 flushed", zap.String("node", c.n.addr))
+		tr.log.Debug("L2 fill connection closed by the upstream: L1 entries made stale", zap.String("node", c.n.addr))
 	}
 }
 

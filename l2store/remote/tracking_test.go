@@ -1024,9 +1024,9 @@ func BenchmarkInvalidationLatency(b *testing.B) {
 func TestTrackingL1Consistency(t *testing.T) {
 	srv := trkStartRedis(t)
 	s := trkNewStore(t, Config{URL: "redis://" + srv.Addr})
-	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte) (l1.Item, bool, error) {
+	cache, err := l1.New(l1.GetterFunc(func(ctx context.Context, key []byte, _ bool) (l1.Item, bool, error) {
 		item, found, err := s.Get(ctx, key)
-		return l1.Item(item), found, err
+		return l1.Item{Value: item.Value, Expires: item.Expires}, found, err
 	}), l1.Config{TTL: time.Hour, MaxBytes: 1 << 20, Shards: 4})
 	if err != nil {
 		t.Fatal(err)
