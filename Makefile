@@ -3,7 +3,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: test deps vet unit fuzz run bench bench-passthrough
+.PHONY: test deps vet unit fuzz run bench bench-passthrough bench-outage
 
 # test installs what the tests need, then runs vet, the race-enabled tests
 # (unit, integration and differential) and a short run of each fuzz target.
@@ -38,3 +38,6 @@ bench:
 
 bench-passthrough:
 	./bench/passthrough.sh
+
+bench-outage:
+	./bench/outage.sh

@@ -57,6 +57,7 @@ type Breaker struct {
 	mu         sync.Mutex
 	gen        uint64 // incremented on every state change
 	win        *window
+	recent     *recent   // the last MinRequests calls and Gets (closed, or open for the hit rate)
 	openUntil  time.Time // on s.Now: when the open breaker lets probes through
 	leftClosed time.Time // when the breaker last left the closed state
 	last       cause     // cause of the last opening
@@ -78,9 +79,9 @@ type transition struct {
 
 // statCounters are Stats' counters.
 type statCounters struct {
-	calls, rejected, retries, failures, timeouts, slow, hits, misses, canceled uint64
-	opens                                                                      ByReason
-	transitions                                                                ByState
+	calls, reads, rejected, retries, failures, timeouts, slow, hits, misses, canceled uint64
+	opens                                                                             ByReason
+	transitions                                                                       ByState
 }
 
 // errTrip is reported to gobreaker for the outcome that opens the breaker;
@@ -103,6 +104,7 @@ func New(next Getter, s Settings) (*Breaker, error) {
 	b := &Breaker{next: next, s: s}
 	now := s.Now()
 	b.win = newWindow(s.Window, s.Buckets, s.Baseline, now)
+	b.recent = newRecent(s.MinRequests)
 	if s.RetryBudget > 0 {
 		b.tokens = float64(s.RetryBurst) // starts full
 	}
@@ -190,26 +192,60 @@ func (b *Breaker) Get(ctx context.Context, key []byte) (l2store.Item, bool, erro
 // a write), through b. It is refused with an error wrapping ErrOpen while
 // the breaker is open or half-open after an opening for errors or latency;
 // after an opening for a hit-rate collapse it runs (the L2 answers, and
-// writes are how it refills) without being a probe. fn gets ctx as is (no
-// Timeout: some commands block by design). Its outcome is measured (error,
-// slow) and never retried. Blocking commands (BLPOP, XREAD BLOCK, ...) should
-// not go through Call: their wait would count as slow.
+// writes are how it refills) without being a probe. The caller waits at
+// most Settings.CallTimeout (see there); fn's context carries that
+// deadline too. Its outcome is measured (error, timeout, slow) and never
+// retried. Blocking commands (BLPOP, XREAD BLOCK, ...) must not go through
+// Call: their wait would count as slow, and time out.
 func Call[T any](b *Breaker, ctx context.Context, fn func(ctx context.Context) (T, error)) (T, error) {
 	t, err := b.admit(false)
 	if err != nil {
 		var zero T
 		return zero, err
 	}
-	finished := false
-	defer func() {
-		if !finished { // fn panicked
-			b.finish(t, failed, false, false, errPanic, false)
-		}
+	if b.s.CallTimeout < 0 {
+		finished := false
+		defer func() {
+			if !finished { // fn panicked
+				b.finish(t, failed, false, false, errPanic, false)
+			}
+		}()
+		v, err := fn(ctx)
+		finished = true
+		b.finish(t, classify(b.s.IsFailure, ctx, ctx, err), false, false, err, false)
+		return v, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, b.s.CallTimeout)
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("%w: %v", errPanic, r)}
+			}
+		}()
+		v, err := fn(cctx)
+		done <- result{v, err}
 	}()
-	v, err := fn(ctx)
-	finished = true
-	b.finish(t, classify(b.s.IsFailure, ctx, ctx, err), false, false, err, false)
-	return v, err
+	select {
+	case r := <-done:
+		o := classify(b.s.IsFailure, ctx, cctx, r.err)
+		cancel()
+		b.finish(t, o, false, false, r.err, false)
+		return r.v, r.err
+	case <-cctx.Done():
+		o := classify(b.s.IsFailure, ctx, cctx, cctx.Err())
+		cancel()
+		b.finish(t, o, false, false, cctx.Err(), false)
+		var zero T
+		if o == timedOut {
+			return zero, fmt.Errorf("%w: %w", ErrTimeout, cctx.Err())
+		}
+		return zero, cctx.Err()
+	}
 }
 
 // Degraded reports whether the breaker is not closed (open or half-open):
@@ -257,15 +293,15 @@ func (b *Breaker) admit(get bool) (ticket, error) {
 		t   ticket
 		err error
 	)
+	lostData := b.last.reason() == ReasonHitRate
 	switch st := gobreaker.State(b.state.Load()); {
+	case st != gobreaker.StateClosed && lostData && (!get || (st == gobreaker.StateOpen && now.Before(b.openUntil))):
+		// Open for a hit-rate collapse: the L2 answers but has lost its
+		// data. Calls and Gets go through, not as probes: its hits are
+		// answers, writes refill it, and the fallback rations the misses.
+		t = ticket{gen: b.gen, kind: openCall}
 	case !get && st != gobreaker.StateClosed:
-		// A Call while not closed: not a probe. It runs only if the L2
-		// answers but has lost its data.
-		if b.last.reason() == ReasonHitRate {
-			t = ticket{gen: b.gen, kind: openCall}
-		} else {
-			err = b.refusal
-		}
+		err = b.refusal
 	case st == gobreaker.StateOpen && now.Before(b.openUntil):
 		err = b.refusal
 	default:
@@ -273,7 +309,10 @@ func (b *Breaker) admit(get bool) (ticket, error) {
 			b.why = cause{kind: causeOpenElapsed, d: b.s.OpenFor}
 		}
 		t, err = b.allow(now)
-		if err == nil && get && b.s.RetryBudget > 0 {
+		if err != nil && lostData {
+			t, err = ticket{gen: b.gen, kind: openCall}, nil // all probes out: not one
+		}
+		if err == nil && get && b.s.RetryBudget > 0 && t.kind == closedCall {
 			b.tokens = math.Min(b.tokens+b.s.RetryBudget, float64(b.s.RetryBurst))
 		}
 	}
@@ -341,10 +380,33 @@ func (b *Breaker) finish(t ticket, o outcome, get, found bool, err error, canRet
 		}
 	}
 	b.count(c, o == canceled)
+	if get {
+		b.c.reads++
+	}
 
+	if t.gen == b.gen && t.kind == openCall && o != canceled && b.last.reason() == ReasonHitRate {
+		// Calls let through while open for the hit rate are judged as in
+		// the closed state, for errors and latency only.
+		b.win.record(now, c)
+		b.recent.add(now, c)
+	}
+	if why, bad := b.openCallsVerdict(now, t); bad {
+		// The L2 that had lost its data now fails too: from now on calls
+		// are refused as after an opening for errors or latency.
+		b.last = why
+		b.refusal = &refusal{halfOpen: gobreaker.State(b.state.Load()) == gobreaker.StateHalfOpen, cause: b.last}
+		if why.reason() == ReasonSlow {
+			b.c.opens.Slow++
+		} else {
+			b.c.opens.Errors++
+		}
+		st := gobreaker.State(b.state.Load())
+		b.pending = append(b.pending, transition{from: st, to: gobreaker.StateOpen, cause: b.last})
+	}
 	if t.gen != b.gen || t.kind == openCall {
 		// Let through in an earlier state (its outcome says nothing about
-		// this one), or a Call let through while open: counted only.
+		// this one), or let through while open for the hit rate: counted
+		// only.
 		return ticket{}, false
 	}
 	if t.kind == probeCall {
@@ -357,6 +419,7 @@ func (b *Breaker) finish(t ticket, o outcome, get, found bool, err error, canRet
 		return ticket{}, false
 	}
 	b.win.record(now, c)
+	b.recent.add(now, c)
 	if v, trip := b.verdict(now); trip {
 		b.trip(now, v)
 		return ticket{}, false
@@ -413,8 +476,33 @@ func (b *Breaker) count(c counts, canceled bool) {
 }
 
 // verdict judges the window (closed state): the cause to open for, if any.
+// It judges the whole window, then the last MinRequests calls and Gets
+// alone (see recent).
 func (b *Breaker) verdict(now time.Time) (cause, bool) {
-	s, tot, minReq := &b.s, b.win.total, uint64(b.s.MinRequests)
+	if why, ok := b.judge(now, b.win.total, true); ok {
+		return why, true
+	}
+	b.recent.expire(now, b.s.Window)
+	return b.judge(now, b.recent.c, true)
+}
+
+// openCallsVerdict reports whether the calls let through while open for
+// the hit rate (t is one of them) show errors or latency to open for.
+func (b *Breaker) openCallsVerdict(now time.Time, t ticket) (cause, bool) {
+	if t.gen != b.gen || t.kind != openCall || b.last.reason() != ReasonHitRate {
+		return cause{}, false
+	}
+	if why, ok := b.judge(now, b.win.total, false); ok {
+		return why, true
+	}
+	b.recent.expire(now, b.s.Window)
+	return b.judge(now, b.recent.c, false)
+}
+
+// judge applies the thresholds to the outcomes tot; the hit-rate ones only
+// if hitRate.
+func (b *Breaker) judge(now time.Time, tot counts, hitRate bool) (cause, bool) {
+	s, minReq := &b.s, uint64(b.s.MinRequests)
 	if tot.calls >= minReq {
 		n := float64(tot.calls)
 		if r := float64(tot.failures) / n; s.ErrorRatio >= 0 && r >= s.ErrorRatio {
@@ -424,8 +512,8 @@ func (b *Breaker) verdict(now time.Time) (cause, bool) {
 			return cause{kind: causeSlowRatio, ratio: r, limit: s.SlowRatio, n: tot.calls, d: s.SlowCall}, true
 		}
 	}
-	if g := tot.gets(); g >= minReq {
-		r := b.win.hitRate()
+	if g := tot.gets(); hitRate && g >= minReq {
+		r := float64(tot.hits) / float64(g)
 		if s.HitRateFloor > 0 && r < s.HitRateFloor {
 			return cause{kind: causeHitRateFloor, ratio: r, limit: s.HitRateFloor, n: g}, true
 		}
@@ -494,6 +582,7 @@ func (b *Breaker) onStateChange(_ string, from, to gobreaker.State) {
 		b.c.transitions.Closed++
 	}
 	b.win.reset(now)
+	b.recent.reset()
 	b.pending = append(b.pending, transition{from: from, to: to, cause: why})
 }
 

@@ -68,13 +68,15 @@ func TestTrips(t *testing.T) {
 						}
 						return hit(ctx, i)
 					}
-					return fail(ctx, i) // 5 + k of 10 + k reaches 0.8 at k = 15
+					// The last 10 calls reach 0.8 at k = 6 (3 + 6 of 10);
+					// the window alone would at k = 15 (5 + k of 10 + k).
+					return fail(ctx, i)
 				}
 			},
 			step:   time.Millisecond,
-			at:     25,
+			at:     16,
 			reason: breaker.ReasonErrors,
-			cause:  `^error ratio 0\.80 >= 0\.80 over 25 calls$`,
+			cause:  `^error ratio 0\.80 >= 0\.80 over 10 calls$`,
 		},
 		{
 			name:   "slow calls",
@@ -108,7 +110,7 @@ func TestTrips(t *testing.T) {
 			},
 			step:   20 * time.Millisecond,
 			reason: breaker.ReasonHitRate,
-			cause:  `^hit rate 0\.4\d < 0\.49 \(0\.5 x baseline 0\.98\) over \d+ gets$`,
+			cause:  `^hit rate 0\.[0-4]\d < 0\.49 \(0\.5 x baseline 0\.98\) over \d+ gets$`,
 		},
 	}
 	for _, c := range cases {
@@ -144,16 +146,24 @@ func TestTrips(t *testing.T) {
 			if st.Opens != want || st.Transitions != (breaker.ByState{Open: 1}) {
 				t.Errorf("opens %+v transitions %+v", st.Opens, st.Transitions)
 			}
-			// The refused Get reached neither the L2 nor the counters of calls.
 			if got := e.l2.calls.Load(); uint64(got) != st.Calls || got != int64(n) {
 				t.Errorf("L2 calls %d, Stats.Calls %d, Gets let through %d", got, st.Calls, n)
 			}
-			if st.Rejected != 1 {
-				t.Errorf("rejected %d, want 1", st.Rejected)
-			}
 			_, _, err := e.get()
-			if !errors.Is(err, breaker.ErrOpen) || !strings.Contains(err.Error(), st.Cause) {
-				t.Errorf("refused Get: %v, want ErrOpen with the cause", err)
+			if c.reason == breaker.ReasonHitRate {
+				// The L2 answers but lost its data: Gets go through (the
+				// fallback rations their misses), not as probes.
+				if err != nil || e.l2.calls.Load() != int64(n)+1 || e.b.Stats().State != "open" {
+					t.Errorf("Get while open for the hit rate: %v, L2 calls %d, state %s", err, e.l2.calls.Load(), e.b.Stats().State)
+				}
+			} else {
+				// The refused Get reaches neither the L2 nor the counters of calls.
+				if !errors.Is(err, breaker.ErrOpen) || !strings.Contains(err.Error(), st.Cause) {
+					t.Errorf("refused Get: %v, want ErrOpen with the cause", err)
+				}
+				if st := e.b.Stats(); st.Rejected != 1 || e.l2.calls.Load() != int64(n) {
+					t.Errorf("rejected %d, L2 calls %d: want the Get refused", st.Rejected, e.l2.calls.Load())
+				}
 			}
 			logs := e.logs.FilterMessage("breaker opened").All()
 			if len(logs) != 1 || logs[0].Level != zapcore.WarnLevel ||
@@ -366,7 +376,11 @@ func TestHalfOpen(t *testing.T) {
 				if want := e.clock.Now().Add(openFor); !st.OpenUntil.Equal(want) || !st.OpenUntil.After(opened.Add(openFor)) {
 					t.Errorf("open until %v, want %v", st.OpenUntil, want)
 				}
-				if _, _, err := e.get(); !errors.Is(err, breaker.ErrOpen) {
+				_, _, err := e.get()
+				switch {
+				case c.reason == breaker.ReasonHitRate && err != nil:
+					t.Errorf("Get after reopening for the hit rate: %v, want it let through (not as a probe)", err)
+				case c.reason != breaker.ReasonHitRate && !errors.Is(err, breaker.ErrOpen):
 					t.Errorf("Get after reopening: %v", err)
 				}
 			}
@@ -886,6 +900,9 @@ func TestConcurrent(t *testing.T) {
 	if got, want := st.Calls, uint64(e.l2.calls.Load()+fnCalls.Load()); got != want {
 		t.Errorf("Stats.Calls %d, L2 Gets + Calls %d", got, want)
 	}
+	if st.Reads != uint64(e.l2.calls.Load()) {
+		t.Errorf("Stats.Reads %d, L2 Gets %d", st.Reads, e.l2.calls.Load())
+	}
 	if st.Rejected != uint64(refused.Load()) {
 		t.Errorf("Stats.Rejected %d, refused %d", st.Rejected, refused.Load())
 	}
@@ -926,5 +943,127 @@ func TestPanickingProbe(t *testing.T) {
 	e.l2.set(hit)
 	if _, _, err := e.get(); err != nil || e.b.Stats().State != "closed" {
 		t.Fatalf("next probe: %v, %+v", err, e.b.Stats())
+	}
+}
+
+// TestCallTimeout: a Call whose fn ignores its context (go-redis's
+// autopipeliner does) still returns at CallTimeout, counted as a timeout;
+// fn finishes on its own later, and a panic in it becomes an error.
+func TestCallTimeout(t *testing.T) {
+	e := newEnv(t, breaker.Settings{CallTimeout: 20 * time.Millisecond}, hit)
+	release := make(chan struct{})
+	finished := make(chan struct{})
+	var err error
+	within(t, 10*time.Second, "a Call on a hanging L2", func() {
+		_, err = breaker.Call(e.b, context.Background(), func(context.Context) (int, error) {
+			defer close(finished)
+			<-release // ignores ctx
+			return 1, nil
+		})
+	})
+	if !errors.Is(err, breaker.ErrTimeout) {
+		t.Fatalf("err %v, want ErrTimeout", err)
+	}
+	if st := e.b.Stats(); st.Timeouts != 1 || st.Failures != 1 || st.Calls != 1 {
+		t.Fatalf("stats %+v: want the call counted as one timeout", st)
+	}
+	close(release)
+	<-finished
+
+	_, err = breaker.Call(e.b, context.Background(), func(context.Context) (int, error) { panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("a panicking Call returned %v, want an error naming the panic", err)
+	}
+	if st := e.b.Stats(); st.Failures != 2 {
+		t.Fatalf("stats %+v: want the panic counted as a failure", st)
+	}
+
+	// Off: fn runs in the caller's goroutine and is waited for.
+	e2 := newEnv(t, breaker.Settings{CallTimeout: breaker.Off}, hit)
+	v, err := breaker.Call(e2.b, context.Background(), func(context.Context) (int, error) { return 7, nil })
+	if v != 7 || err != nil {
+		t.Fatalf("Call with CallTimeout Off = %d, %v", v, err)
+	}
+}
+
+// TestCollapseCaughtInNewestBucket: an L2 that empties at full load is
+// caught after the last MinRequests Gets show it, not once its misses
+// weigh half the window.
+func TestCollapseCaughtInNewestBucket(t *testing.T) {
+	e := newEnv(t, noRetry(), hitRate(49, 50))
+	e.until(t, 1000, 20*time.Millisecond) // 20s at 98%: a baseline, a full window
+	e.clock.Advance(time.Second)          // a fresh bucket (1s wide)
+	e.l2.set(miss)
+	n := e.until(t, 1000, time.Millisecond)
+	if n > 20 {
+		t.Fatalf("opened after %d misses, want MinRequests (20): the window alone needs hundreds", n)
+	}
+	if st := e.b.Stats(); st.Reason != breaker.ReasonHitRate {
+		t.Fatalf("%+v", st)
+	}
+}
+
+// TestOpenForHitRateThenFailing: while open for the hit rate Gets go
+// through, judged for errors and latency as while closed; once they fail
+// as an opening for errors would need, calls are refused.
+func TestOpenForHitRateThenFailing(t *testing.T) {
+	e := newEnv(t, noRetry(), hitRate(49, 50))
+	e.until(t, 1000, 20*time.Millisecond)
+	e.l2.set(miss)
+	if n := e.until(t, 5000, time.Millisecond); n == 5000 {
+		t.Fatal("never opened")
+	}
+	if _, _, err := e.get(); err != nil {
+		t.Fatalf("Get while open for the hit rate: %v", err)
+	}
+	// One failure (a connection to the old server) is not an outage.
+	e.l2.set(fail)
+	if _, _, err := e.get(); err == nil || errors.Is(err, breaker.ErrOpen) {
+		t.Fatalf("failing L2: Get = %v, want its failure", err)
+	}
+	e.l2.set(miss)
+	if _, _, err := e.get(); err != nil {
+		t.Fatalf("after one failure: %v, want Gets still let through", err)
+	}
+	// MinRequests calls, half of them failing: refused from then on.
+	e.l2.set(fail)
+	refusedAt := -1
+	for i := 0; i < 40 && refusedAt < 0; i++ {
+		if _, _, err := e.get(); errors.Is(err, breaker.ErrOpen) {
+			refusedAt = i
+		}
+	}
+	if refusedAt < 0 {
+		t.Fatalf("never refused: %+v", e.b.Stats())
+	}
+	calls := e.l2.calls.Load()
+	if _, _, err := e.get(); !errors.Is(err, breaker.ErrOpen) || e.l2.calls.Load() != calls {
+		t.Fatalf("after the failures: %v (L2 calls %d -> %d), want refused", err, calls, e.l2.calls.Load())
+	}
+	if _, err := breaker.Call(e.b, context.Background(), func(context.Context) (int, error) { return 0, nil }); !errors.Is(err, breaker.ErrOpen) {
+		t.Fatalf("Call: %v, want refused", err)
+	}
+	st := e.b.Stats()
+	if st.Reason != breaker.ReasonErrors || !strings.HasPrefix(st.Cause, "error ratio") || st.Opens.Errors != 1 {
+		t.Fatalf("%+v", st)
+	}
+	if logs := e.logs.FilterMessage("breaker opened").All(); len(logs) != 2 {
+		t.Fatalf("%d 'breaker opened' logs, want 2 (the escalation logged)", len(logs))
+	}
+}
+
+// TestRecent: the last MinRequests calls and Gets, as a ring.
+func TestRecentRing(t *testing.T) {
+	e := newEnv(t, noRetry(), hitRate(49, 50))
+	e.until(t, 1000, 20*time.Millisecond) // a baseline at 98%, a full window
+	// Failures at the end of a long healthy window: caught once the last
+	// 20 calls are half failures, long before the window's ratio is.
+	e.l2.set(fail)
+	n := e.until(t, 1000, time.Millisecond)
+	if n > 10 {
+		t.Fatalf("opened after %d failures, want at most 10 (half of the last 20 calls)", n)
+	}
+	if st := e.b.Stats(); st.Reason != breaker.ReasonErrors {
+		t.Fatalf("%+v", st)
 	}
 }

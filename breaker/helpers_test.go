@@ -119,12 +119,17 @@ func (e *env) get() (l2store.Item, bool, error) {
 }
 
 // until runs up to n Gets, moving the clock on by step after each, and
-// returns how many ran before the first refused one (n if none was).
+// returns how many ran before the breaker opened (n if it did not): the
+// number of the first Get refused, or let through only because the
+// breaker is open for the hit rate.
 func (e *env) until(t testing.TB, n int, step time.Duration) int {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		if _, _, err := e.get(); errors.Is(err, breaker.ErrOpen) {
 			return i
+		}
+		if e.b.Degraded() {
+			return i + 1
 		}
 		e.clock.Advance(step)
 	}

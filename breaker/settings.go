@@ -77,6 +77,14 @@ type Settings struct {
 	// no deadline of its own, for an L2 whose Get never waits (the
 	// embedded store), which spares a context and its timer per Get.
 	Timeout time.Duration
+	// CallTimeout is the most a Call's caller waits. Past it the caller gets
+	// an error wrapping ErrTimeout and the call counts as a timeout, while
+	// fn finishes in its own goroutine (its result dropped): a pass-through
+	// client such as go-redis's autopipeliner does not honour a
+	// per-command deadline, and its own read timeout applies per round
+	// trip, several of them for a new connection. Default 500ms; negative:
+	// Call runs fn in the caller's goroutine and waits for it.
+	CallTimeout time.Duration
 	// RetryBudget is the fraction of Gets that may be retried: each Get let
 	// through deposits RetryBudget in a bucket, a retry takes 1. Retries
 	// happen only while closed. Default 0.1; negative: no retries.
@@ -111,6 +119,7 @@ const (
 	DefaultOpenFor     = 5 * time.Second
 	DefaultProbes      = 5
 	DefaultTimeout     = 500 * time.Millisecond
+	DefaultCallTimeout = 500 * time.Millisecond
 	DefaultRetryBudget = 0.1
 	DefaultRetryBurst  = 10
 )
@@ -135,6 +144,7 @@ func (s Settings) withDefaults() (Settings, error) {
 		{"Baseline", &s.Baseline, DefaultBaseline, false},
 		{"OpenFor", &s.OpenFor, DefaultOpenFor, false},
 		{"Timeout", &s.Timeout, DefaultTimeout, true},
+		{"CallTimeout", &s.CallTimeout, DefaultCallTimeout, true},
 	}
 	for _, d := range durations {
 		switch {

@@ -38,6 +38,7 @@ type Stats struct {
 	Transitions ByState  // state changes, by the state entered
 
 	Calls    uint64 // calls that reached the L2: Gets, their retries, and Calls
+	Reads    uint64 // the Gets among them, retries included
 	Rejected uint64 // calls refused with ErrOpen
 	Retries  uint64 // Get retries
 	Failures uint64 // calls the L2 could not answer, timeouts included
@@ -74,6 +75,7 @@ func (b *Breaker) Stats() Stats {
 		Opens:       b.c.opens,
 		Transitions: b.c.transitions,
 		Calls:       b.c.calls,
+		Reads:       b.c.reads,
 		Rejected:    b.c.rejected,
 		Retries:     b.c.retries,
 		Failures:    b.c.failures,

@@ -118,6 +118,133 @@ func (w *window) record(now time.Time, c counts) {
 	w.total.add(c)
 }
 
+// recent holds the outcomes of the last n calls and of the last n Gets
+// made within the window. Judged on their own they catch a collapse that
+// starts at full load (an L2 restarting empty, a server that stops
+// answering) after n calls, rather than once it weighs half the window.
+type recent struct {
+	calls, gets ring
+	c           counts // totals of the rings
+}
+
+// ring is a FIFO of up to len(at) outcomes with the time each was made.
+type ring struct {
+	at    []int64 // UnixNano
+	flags []uint8 // recentFailure | recentSlow for calls, recentHit for Gets
+	head  int     // slot of the oldest
+	n     int     // outcomes held
+}
+
+const (
+	recentFailure = 1 << iota
+	recentSlow
+	recentHit
+)
+
+func newRecent(n int) *recent {
+	return &recent{
+		calls: ring{at: make([]int64, n), flags: make([]uint8, n)},
+		gets:  ring{at: make([]int64, n), flags: make([]uint8, n)},
+	}
+}
+
+// push appends an outcome, and returns the one it pushed out (ok).
+func (r *ring) push(at int64, f uint8) (old uint8, ok bool) {
+	if r.n == len(r.at) {
+		old, ok = r.flags[r.head], true
+		r.head = (r.head + 1) % len(r.at)
+		r.n--
+	}
+	i := (r.head + r.n) % len(r.at)
+	r.at[i], r.flags[i] = at, f
+	r.n++
+	return old, ok
+}
+
+// pop removes and returns the oldest outcome if it was made at or before
+// the instant cutoff.
+func (r *ring) pop(cutoff int64) (f uint8, ok bool) {
+	if r.n == 0 || r.at[r.head] > cutoff {
+		return 0, false
+	}
+	f = r.flags[r.head]
+	r.head = (r.head + 1) % len(r.at)
+	r.n--
+	return f, true
+}
+
+func (c *counts) subFlags(call, get uint8, isCall, isGet bool) {
+	if isCall {
+		c.failures -= uint64(call & recentFailure)
+		c.slow -= uint64(call&recentSlow) >> 1
+	}
+	if isGet {
+		if get&recentHit != 0 {
+			c.hits--
+		} else {
+			c.misses--
+		}
+	}
+}
+
+// add records one counted call's outcome c, made at now.
+func (r *recent) add(now time.Time, c counts) {
+	if c.calls == 0 {
+		return
+	}
+	at := now.UnixNano()
+	var f uint8
+	if c.failures > 0 {
+		f |= recentFailure
+	}
+	if c.slow > 0 {
+		f |= recentSlow
+	}
+	if old, ok := r.calls.push(at, f); ok {
+		r.c.subFlags(old, 0, true, false)
+	}
+	r.c.failures += c.failures
+	r.c.slow += c.slow
+	if c.gets() > 0 {
+		g := uint8(0)
+		if c.hits > 0 {
+			g = recentHit
+		}
+		if old, ok := r.gets.push(at, g); ok {
+			r.c.subFlags(0, old, false, true)
+		}
+		r.c.hits += c.hits
+		r.c.misses += c.misses
+	}
+	r.c.calls = uint64(r.calls.n)
+}
+
+// expire forgets the outcomes made window or longer before now.
+func (r *recent) expire(now time.Time, window time.Duration) {
+	before := now.Add(-window).UnixNano()
+	for {
+		f, ok := r.calls.pop(before)
+		if !ok {
+			break
+		}
+		r.c.subFlags(f, 0, true, false)
+	}
+	for {
+		f, ok := r.gets.pop(before)
+		if !ok {
+			break
+		}
+		r.c.subFlags(0, f, false, true)
+	}
+	r.c.calls = uint64(r.calls.n)
+}
+
+// reset empties the rings.
+func (r *recent) reset() {
+	r.calls.head, r.calls.n, r.gets.head, r.gets.n = 0, 0, 0, 0
+	r.c = counts{}
+}
+
 // hitRate is the window's hit rate, 0 without Gets.
 func (w *window) hitRate() float64 {
 	if g := w.total.gets(); g > 0 {

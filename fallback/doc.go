@@ -19,9 +19,13 @@
 //     Config.IsFailure says is an answer (a WRONGTYPE), and any error once
 //     ctx has ended (the caller left).
 //  2. The L2 is failing if it returned an error or Config.Failing reports
-//     it (the breaker is not closed). Failing with hasStale: return at once,
-//     with the L2's error or, if it answered a miss, ErrShed; L1 serves its
-//     stale copy and no origin budget is spent.
+//     it (the breaker is not closed). If the L2 failed and hasStale: return
+//     its error at once; L1 serves its stale copy and no origin budget is
+//     spent. If it answered a miss while failing (it restarted empty) and
+//     hasStale: go on as below to refill the key only if nobody waits for a
+//     rate-limiter slot and no flight of the key is open (mayRefill), else
+//     ErrShed at once. Without such refills a key L1 answers stale is never
+//     written again and the L2's hit rate cannot recover.
 //  3. Read-through (Config.Origin set): one load per key at a time. The
 //     first caller starts a flight, and the load runs in a goroutine
 //     detached from every caller's context (bounded by Config.CallTimeout
@@ -44,7 +48,7 @@
 //     Stats.Filled); anything else is handled as in 5. A follower whose wait
 //     runs out (Stats.FillWaitTimeouts) is handled as in 5.
 //  5. No value: healthy, a miss. Failing with hasStale, an error at once
-//     (as in 2). Failing without, the caller goes through admission itself:
+//     (as in 2, refills aside). Failing without, the caller goes through admission itself:
 //     admitted, a miss; refused, ErrShed. So while the L2 fails, every miss
 //     handed to a client and every origin load has passed the limiter.
 //

@@ -253,7 +253,7 @@ func (s *Shield) Get(ctx context.Context, key []byte, hasStale bool) (Item, bool
 		return Item{}, false, err
 	}
 	failing := err != nil || s.failingFn()
-	if failing && hasStale {
+	if failing && hasStale && (err != nil || !s.mayRefill(key)) {
 		return s.noValue(ctx, true, true, err)
 	}
 	if s.closed.Load() {
@@ -268,13 +268,28 @@ func (s *Shield) Get(ctx context.Context, key []byte, hasStale bool) (Item, bool
 	return s.cacheAside(ctx, key, hasStale, failing, err)
 }
 
+// mayRefillAny is mayRefill without a key: nobody waits for a slot.
+func (s *Shield) mayRefillAny() bool { return len(s.pacing) == 0 }
+
+// mayRefill reports whether a caller that L1 can answer with a stale
+// copy, for a key the L2 lost (it answered a miss while the breaker is not
+// closed: it restarted empty), may spend an origin slot to refill it: only
+// if nobody waits for a slot and no load or fill of the key is under way,
+// so such a caller waits at most one pacing interval. Otherwise it gets
+// its stale copy at once. Without these refills a key L1 answers stale
+// would never be written again, and the L2's hit rate, which closes the
+// breaker, could not recover.
+func (s *Shield) mayRefill(key []byte) bool {
+	return len(s.pacing) == 0 && !s.flights.has(key)
+}
+
 // noValue answers a caller for whom there is no value: a miss while
 // healthy; while failing, cause (or ErrShed) if L1 has a stale copy, else
 // a miss if the origin shield admits the caller and ErrShed if not.
 func (s *Shield) noValue(ctx context.Context, hasStale, failing bool, cause error) (Item, bool, error) {
 	switch {
 	case !failing:
-	case hasStale:
+	case hasStale && (cause != nil || !s.mayRefillAny()):
 		s.m.staleErrors.Add(1)
 		if cause != nil {
 			return Item{}, false, cause

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,8 +149,11 @@ func TestGet(t *testing.T) {
 		{name: "caller left", ctx: ctxCanceled, wantErr: context.Canceled},
 		{name: "failure with stale: the L2's error, no admission", l2Err: errDown, hasStale: true,
 			wantErr: errDown, wantStats: Stats{StaleErrors: 1}},
-		{name: "breaker not closed, L2 miss, stale: ErrShed, no admission", failing: true, hasStale: true,
-			wantErr: ErrShed, wantStats: Stats{StaleErrors: 1}},
+		{name: "breaker not closed, L2 miss, stale, nobody waiting: admitted to refill", failing: true, hasStale: true,
+			wantStats: Stats{Admitted: 1, Misses: 1}},
+		{name: "breaker not closed, L2 miss, stale, read-through: admitted load", failing: true, hasStale: true,
+			origin: loadsValue(originValue), wantValue: "from-origin", wantFound: true,
+			wantStats: Stats{Admitted: 1, OriginLoads: 1, StoreSkipped: 1}},
 		{name: "failure with stale, read-through: no origin load", l2Err: errDown, hasStale: true, origin: loadsValue(originValue),
 			wantErr: errDown, wantStats: Stats{StaleErrors: 1}},
 		{name: "healthy miss", wantStats: Stats{Misses: 1}},
@@ -806,4 +810,53 @@ func TestReread(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStaleRefillNeverQueues: a caller with a stale copy, for a key the
+// L2 lost while the breaker is not closed, is admitted to refill it only
+// when nobody waits for a pacing slot; otherwise it gets ErrShed at once
+// (L1 answers it with the stale copy) instead of queueing.
+func TestStaleRefillNeverQueues(t *testing.T) {
+	checkGoroutines(t)
+	clock := newFakeClock()
+	s := newShield(t, newFakeL2(), Config{Rate: 10, Queue: 4, Clock: clock, Failing: func() bool { return true }})
+	ctx := context.Background()
+	// The first admission takes the limiter's slot at once...
+	if _, found, err := s.Get(ctx, []byte("a"), false); err != nil || found {
+		t.Fatalf("first miss: %v, %v", found, err)
+	}
+	// ...the second waits for the next one (100ms on the fake clock).
+	waiting := make(chan error, 1)
+	go func() {
+		_, _, err := s.Get(ctx, []byte("b"), false)
+		waiting <- err
+	}()
+	if err := pollFor(func() bool { return len(s.pacing) > 0 }); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile a stale-holding caller does not queue.
+	if _, _, err := s.Get(ctx, []byte("c"), true); !errors.Is(err, ErrShed) {
+		t.Fatalf("stale caller while a slot is awaited: %v, want ErrShed at once", err)
+	}
+	for i := 0; len(waiting) == 0 && i < 1_000_000; i++ {
+		clock.Advance(10 * time.Millisecond)
+		runtime.Gosched()
+	}
+	if err := <-waiting; err != nil {
+		t.Fatalf("queued caller: %v", err)
+	}
+	st := s.Stats()
+	if st.Admitted != 2 || st.StaleErrors != 1 {
+		t.Fatalf("%+v: want 2 admitted, 1 stale answer", st)
+	}
+}
+
+// pollFor polls cond for up to 10s.
+func pollFor(cond func() bool) error {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return nil
+		}
+	}
+	return errors.New("condition not met within 10s")
 }

@@ -158,6 +158,17 @@ func (fs *flights) remove(f *flight) {
 	}
 }
 
+// has reports whether key has an open flight.
+func (fs *flights) has(key []byte) bool {
+	if fs.n.Load() == 0 {
+		return false
+	}
+	sh := fs.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[string(key)] != nil
+}
+
 // take removes and returns key's flight, or nil.
 func (fs *flights) take(key []byte) *flight {
 	if fs.n.Load() == 0 {

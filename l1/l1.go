@@ -202,6 +202,9 @@ type entry struct {
 	// expires is true if the deadline is Item.Expires (the key is gone in
 	// the next tier then), false if it is the TTL cap.
 	expires bool
+	// changed is true once Expire reported the key written elsewhere: the
+	// entry is stale, served only if the next tier fails.
+	changed bool
 	// deadline is when the entry stops being fresh, in nanoseconds since
 	// Cache.epoch: min(Item.Expires, fill time + TTL).
 	deadline int64
@@ -595,6 +598,31 @@ func (c *Cache) Invalidate(key []byte) {
 	s.gen++
 	if e, ok := s.lookup(h, key); ok {
 		s.remove(h, e)
+		s.invalidations++
+	}
+	s.mu.Unlock()
+}
+
+// Expire makes key's entry stop being fresh now but keeps it for
+// StaleFor, served only if the next tier fails (never within
+// StaleWhileRevalidate), and makes any fetch of a key of its shard in
+// flight drop its result. The remote L2 calls for it when key was written
+// elsewhere. A client's own write uses Invalidate instead: nobody may read
+// a value older than their own write; a write made elsewhere may be
+// answered with the value before it while the L2 is down, as any stale
+// answer may be.
+func (c *Cache) Expire(key []byte) {
+	h, s := c.shardOf(key)
+	t := c.clock(c.now())
+	s.mu.Lock()
+	s.gen++
+	if e, ok := s.lookup(h, key); ok {
+		if c.staleFor <= 0 {
+			s.remove(h, e)
+		} else {
+			e.deadline, e.expires, e.changed = min(e.deadline, t), false, true
+			s.lru.Add(h, e) // same size: the byte count holds
+		}
 		s.invalidations++
 	}
 	s.mu.Unlock()

@@ -39,10 +39,10 @@ func (l *eraLog) beganAt(era uint32) int64 {
 // freshUntil returns when e stops or stopped being fresh at time t (on c's
 // clock): its deadline, or, if an ExpireAll ran since e was filled
 // (expiredAll), the earlier of its deadline and that ExpireAll, but not
-// after t. expires reports that the end is Item.Expires. s is locked.
+// after t. expiredAll is also true for an entry Expire marked changed. expires reports that the end is Item.Expires. s is locked.
 func (c *Cache) freshUntil(s *shard, e entry, t int64) (end int64, expires, expiredAll bool) {
 	if e.era == s.era {
-		return e.deadline, e.expires, false
+		return e.deadline, e.expires, e.changed
 	}
 	end, expires = c.eras.Load().beganAt(e.era+1), false
 	if e.deadline <= end {

@@ -26,7 +26,7 @@ type staleStep struct {
 	// op: set (L2 only), unset (L2 only), write (L2 then Invalidate), del
 	// (L2 then Invalidate), advance, flush, expireall, fail (L2 Gets
 	// return err; nil answers again), get, settle (wait for background
-	// refreshes).
+	// refreshes), expire (Expire key: written elsewhere).
 	op  string
 	key string
 	val string
@@ -70,6 +70,35 @@ func TestStaleTimeline(t *testing.T) {
 				{op: "get", key: "k", wantErr: errDown, fetched: true},
 			},
 			want: Stats{Hits: 1, Misses: 5, Fills: 1, Refreshes: 1, StaleServed: 2, NextErrors: 2},
+		},
+		{
+			name: "Expire: not fresh, stale on failure, never revalidated",
+			cfg:  Config{TTL: ttl, StaleFor: time.Minute, StaleWhileRevalidate: time.Minute, Failed: notWrongType},
+			steps: []staleStep{
+				{op: "set", key: "k", val: "v1"},
+				{op: "get", key: "k", want: "v1", outcome: Next, fetched: true},
+				{op: "set", key: "k", val: "v2"},
+				{op: "expire", key: "k"},
+				{op: "get", key: "k", want: "v2", outcome: Next, fetched: true, hasStale: true},
+				{op: "set", key: "k", val: "v3"},
+				{op: "expire", key: "k"},
+				{op: "fail", err: errDown},
+				{op: "get", key: "k", want: "v2", outcome: Stale, cause: errDown, fetched: true, hasStale: true},
+				{op: "expire", key: "nothing"},
+			},
+			want: Stats{Misses: 3, Fills: 2, Refreshes: 1, StaleServed: 1, Invalidations: 2, Entries: 1},
+		},
+		{
+			name: "Expire without a stale window removes the entry",
+			cfg:  Config{TTL: ttl, Failed: notWrongType},
+			steps: []staleStep{
+				{op: "set", key: "k", val: "v1"},
+				{op: "get", key: "k", want: "v1", outcome: Next, fetched: true},
+				{op: "expire", key: "k"},
+				{op: "fail", err: errDown},
+				{op: "get", key: "k", wantErr: errDown, fetched: true},
+			},
+			want: Stats{Misses: 2, Fills: 1, Invalidations: 1, NextErrors: 1},
 		},
 		{
 			name: "stale replaced when the next tier answers",
@@ -327,14 +356,21 @@ func TestStaleTimeline(t *testing.T) {
 					c.Flush()
 				case "expireall":
 					c.ExpireAll()
+				case "expire":
+					c.Expire([]byte(s.key))
 				case "fail":
 					l2.fail(s.err)
 				case "settle":
 					c.refreshWG.Wait() // sequential: every Add happened before
 				case "get":
-					before := l2.callsFor(s.key)
+					before, refreshes := l2.callsFor(s.key), c.Stats().RefreshesStarted
 					r, err := c.Lookup(context.Background(), []byte(s.key))
-					fetched := l2.callsFor(s.key) > before
+					if r.Outcome == Revalidating {
+						// The refresh it started calls the next tier in the
+						// background: wait for it, and do not count it.
+						c.refreshWG.Wait()
+					}
+					fetched := l2.callsFor(s.key)-before > int(c.Stats().RefreshesStarted-refreshes)
 					switch {
 					case s.wantErr != nil && !errors.Is(err, s.wantErr):
 						t.Fatalf("step %d: Lookup(%q) error %v, want %v", i, s.key, err, s.wantErr)

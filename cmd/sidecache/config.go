@@ -98,7 +98,7 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.BoolVar(&c.L2TLSInsecure, "l2-tls-insecure-skip-verify", false, "remote L2 over TLS: do not verify the server's certificate (testing only)")
 	fs.DurationVar(&c.StaleFor, "stale-for", 10*time.Minute, "how long L1 keeps an entry after its freshness ends, to answer with while the L2 fails (stale-if-error); 0 off")
 	fs.DurationVar(&c.StaleWhileRevalidate, "stale-while-revalidate", 0, "answer a read this long after freshness ends from L1 at once while one background read refreshes it; 0 off")
-	fs.DurationVar(&c.L2Timeout, "l2-timeout", 500*time.Millisecond, "the most a read through L1 (GET, MGET) waits for the L2, retry included")
+	fs.DurationVar(&c.L2Timeout, "l2-timeout", 500*time.Millisecond, "remote L2: the most a client waits for the L2 on one command (a read through L1 with its retry, a write, any pass-through command; blocking commands and transactions excepted)")
 	fs.Float64Var(&c.RetryBudget, "retry-budget", 0.1, "retries of failed L2 reads, as a fraction of L2 reads; never while the breaker is open; 0 off")
 	fs.DurationVar(&c.BreakerWindow, "breaker-window", 10*time.Second, "rolling window over which the breaker judges the L2")
 	fs.IntVar(&c.BreakerMinRequests, "breaker-min-requests", 20, "L2 calls in the window before the breaker judges any ratio")

@@ -60,6 +60,7 @@ func newTiers(cfg *config, st store, log *zap.Logger) (*tiers, error) {
 			OpenFor:      cfg.BreakerOpenFor,
 			Probes:       cfg.BreakerProbes,
 			Timeout:      cfg.L2Timeout,
+			CallTimeout:  cfg.L2Timeout,
 			RetryBudget:  offIfZero(cfg.RetryBudget),
 			IsFailure:    isFailure,
 			Logger:       log.Named("breaker"),
@@ -136,16 +137,19 @@ func (t *tiers) close() {
 }
 
 // invalidate applies a remote L2's report that keys changed elsewhere.
-// An upstream flush or a lost tracking connection makes every L1 entry
-// stale rather than dropping it: a stale copy is only ever served while
-// the L2 fails, and an L2 restarting empty is exactly when it is needed.
+// It makes their L1 entries stale rather than dropping them (and an
+// upstream flush or a lost tracking connection, every entry): a stale copy
+// is only ever served while the L2 fails, and an L2 restarting empty is
+// exactly when it is needed. The report also follows this sidecache's own
+// writes (an origin load written back, a client's SET): the client's own
+// writes have dropped their keys from L1 already (readPath.Invalidate).
 func (t *tiers) invalidate(inv remote.Invalidation) {
 	if inv.Flush {
 		t.l1.ExpireAll()
 		t.shield.WrittenAll()
 	}
 	for _, k := range inv.Keys {
-		t.l1.Invalidate(k)
+		t.l1.Expire(k)
 		t.shield.Written(k)
 	}
 }
@@ -170,6 +174,7 @@ func (t *tiers) info() []proxy.Setting {
 	if t.brk != nil {
 		b := t.brk.Stats()
 		add("breaker_state", b.State)
+		add("breaker_reason", b.Reason.String())
 		add("breaker_cause", b.Cause)
 		add("breaker_opens", b.Transitions.Open)
 		add("breaker_opens_errors", b.Opens.Errors)
@@ -179,6 +184,7 @@ func (t *tiers) info() []proxy.Setting {
 		add("breaker_closes", b.Transitions.Closed)
 		add("breaker_rejected", b.Rejected)
 		add("l2_calls", b.Calls)
+		add("l2_reads", b.Reads)
 		add("l2_retries", b.Retries)
 		add("l2_failures", b.Failures)
 		add("l2_timeouts", b.Timeouts)

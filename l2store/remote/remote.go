@@ -136,11 +136,18 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 		// wait for a reply, not only the ReadTimeout.
 		o.ContextTimeoutEnabled = true
 	}
+	// One dial attempt per connection, not go-redis's 5 with backoff: a
+	// refused connection must fail the call at once, so that the breaker
+	// sees the outage and clients get stale answers instead of waiting.
+	const dialAttempts = 1
 	switch s.t.mode {
 	case Sentinel:
-		return redis.NewFailoverClient(o.Failover())
+		fo := o.Failover()
+		fo.DialerRetries = dialAttempts
+		return redis.NewFailoverClient(fo)
 	case Cluster:
 		co := o.Cluster()
+		co.DialerRetries = dialAttempts
 		if idx >= 0 {
 			co.NewClient = func(no *redis.Options) *redis.Client {
 				c := redis.NewClient(no)
@@ -159,7 +166,9 @@ func (s *Store) newClient(proto, idx int, dialer func(ctx context.Context, netwo
 		}
 		return cc
 	default:
-		return redis.NewClient(o.Simple())
+		so := o.Simple()
+		so.DialerRetries = dialAttempts
+		return redis.NewClient(so)
 	}
 }
 

@@ -180,11 +180,11 @@ type tracking struct {
 	writeTimeout time.Duration
 	sentinels    map[string]bool // Sentinel mode: the configured sentinels
 
-	out      chan Invalidation
+	out chan Invalidation
 	// warned holds the nodes (by address) whose loss of tracking was
 	// logged at Warn: until one is up again, its failed reconnects (each
 	// fill dial may start one) are logged at Debug.
-	warned map[string]bool
+	warned   map[string]bool
 	flushReq chan struct{} // a pending flush, coalesced
 	ctx      context.Context
 	cancel   context.CancelFunc
