@@ -80,6 +80,26 @@ func TestParseConfig(t *testing.T) {
 		{"tiny bulk length", []string{"--proto-max-bulk-len", "100"}, env(), nil, "--proto-max-bulk-len 100"},
 		{"zero args limit", []string{"--max-multibulk-len", "0"}, env(), nil, "--max-multibulk-len 0"},
 		{"negative idle timeout", []string{"--idle-timeout", "-1s"}, env(), nil, "--idle-timeout"},
+		{"failure defaults", nil, env(), func(c *config) bool {
+			return c.StaleFor == 10*time.Minute && c.StaleWhileRevalidate == 0 && c.L2Timeout == 500*time.Millisecond &&
+				c.RetryBudget == 0.1 && c.BreakerWindow == 10*time.Second && c.BreakerMinRequests == 20 &&
+				c.BreakerErrorRatio == 0.5 && c.BreakerHitRateDrop == 0.5 && c.BreakerOpenFor == 5*time.Second &&
+				c.BreakerProbes == 5 && c.FillWait == 50*time.Millisecond && c.OriginRate == 100 && c.OriginQueue == 10 &&
+				c.OriginURL == "" && c.OriginMaxBytes == 8<<20
+		}, ""},
+		{"failure flags and environment", []string{"--stale-for", "1h", "--stale-while-revalidate", "1m", "--breaker-hit-rate-drop", "0"},
+			env("SIDECACHE_ORIGIN_RATE", "7", "SIDECACHE_ORIGIN_URL", "http://h/{key}", "SIDECACHE_FILL_WAIT", "0"), func(c *config) bool {
+				return c.StaleFor == time.Hour && c.StaleWhileRevalidate == time.Minute && c.BreakerHitRateDrop == 0 &&
+					c.OriginRate == 7 && c.OriginURL == "http://h/{key}" && c.FillWait == 0
+			}, ""},
+		{"revalidate beyond stale", []string{"--stale-for", "1m", "--stale-while-revalidate", "2m"}, env(), nil, "--stale-while-revalidate"},
+		{"negative stale", []string{"--stale-for", "-1s"}, env(), nil, "--stale-for"},
+		{"zero L2 timeout", []string{"--l2-timeout", "0"}, env(), nil, "--l2-timeout"},
+		{"retry budget above 1", []string{"--retry-budget", "2"}, env(), nil, "--retry-budget"},
+		{"error ratio above 1", []string{"--breaker-error-ratio", "1.5"}, env(), nil, "--breaker-error-ratio"},
+		{"no probes", []string{"--breaker-probes", "0"}, env(), nil, "--breaker-probes"},
+		{"zero origin rate", []string{"--origin-rate", "0"}, env(), nil, "--origin-rate"},
+		{"negative fill wait", []string{"--fill-wait", "-1ms"}, env(), nil, "--fill-wait"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
