@@ -26,23 +26,34 @@
 // against HitRateFloor and HitRateDrop x baseline. The baseline is a
 // get-weighted hit rate of the buckets that have left the window while
 // closed, their weights decaying as exp(-age/Baseline); it counts once it
-// weighs MinRequests Gets. A failed Get is retried once, within the same
+// weighs MinRequests Gets. The last MinRequests calls and Gets within
+// the window are also judged alone (two small rings), so a collapse that
+// starts at full load opens the breaker after MinRequests calls rather than
+// once it weighs half the window. A failed Get is retried once, within the same
 // deadline, if the breaker is still closed and the retry budget holds a
 // token: each Get let through adds RetryBudget tokens, up to RetryBurst,
 // and a retry takes one. While closed gobreaker is not called per request:
 // when the window trips, the breaker asks gobreaker for one request and
 // reports it failed, and ReadyToTrip (always true) opens it.
 //
+// Call runs its function in a goroutine and returns at CallTimeout if it
+// has not finished (a timeout): go-redis's autopipeliner does not honour a
+// per-command deadline.
+//
 // Open: Gets are refused at once with an error wrapping ErrOpen that
-// carries the cause, without calling the L2. Calls (writes, other
-// commands) are refused too, unless the breaker opened because the hit rate
-// collapsed: the L2 answers then, and writes are how it refills, so they go
-// through, measured but not probes. The window is emptied, the baseline
-// frozen.
+// carries the cause, without calling the L2, and so are Calls (writes,
+// other commands). The window is emptied, the baseline frozen. Unless the
+// breaker opened because the hit rate collapsed: the L2 answers then (its
+// hits are answers, writes are how it refills, and the fallback rations
+// the misses, as Degraded says), so Gets and Calls go through, not as
+// probes, and are judged for errors and latency as while closed; if they
+// trip, the opening's reason becomes errors (or latency) and calls are
+// refused from then on.
 //
 // Half-open: once OpenFor has passed on Now, the next Get calls gobreaker's
 // Allow, which moves to half-open and admits Probes probes; further Gets
-// are refused while all of them are out. A failed or slow probe opens the
+// are refused while all of them are out (let through, not as probes, after
+// an opening for the hit rate). A failed or slow probe opens the
 // breaker again, and so does a miss beyond floor(Probes x (1 - threshold))
 // where threshold is max(HitRateFloor, HitRateDrop x baseline), whatever
 // the reason it opened (an L2 that restarts fails first and then comes back
