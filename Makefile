@@ -3,11 +3,12 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: test deps vet unit fuzz run bench bench-passthrough bench-outage
+.PHONY: test deps vet unit fuzz chart run bench bench-passthrough bench-outage
 
 # test installs what the tests need, then runs vet, the race-enabled tests
-# (unit, integration and differential) and a short run of each fuzz target.
-test: deps vet unit fuzz
+# (unit, integration and differential), a short run of each fuzz target,
+# and the Helm chart's tests.
+test: deps vet unit fuzz chart
 
 # deps installs Debian's redis-server and redis-tools, which the integration
 # and differential tests start, unless they are already on PATH.
@@ -29,6 +30,12 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./proxy/
 	$(GO) test -run '^$$' -fuzz '^FuzzGate$$' -fuzztime $(FUZZTIME) ./proxy/
+
+# chart lints and renders the Helm chart (Helm from the Go module proxy) and
+# checks what it renders. It is a Go module of its own, so that Helm and the
+# Kubernetes types stay out of sidecache's.
+chart: deps
+	cd charts/sidecache/tests && $(GO) test -count=1 -timeout 15m ./...
 
 run:
 	$(GO) run ./cmd/sidecache

@@ -75,6 +75,7 @@ type Breaker struct {
 type transition struct {
 	from, to gobreaker.State
 	cause    cause
+	openFor  time.Duration
 }
 
 // statCounters are Stats' counters.
@@ -248,6 +249,31 @@ func Call[T any](b *Breaker, ctx context.Context, fn func(ctx context.Context) (
 	}
 }
 
+// Reconfigure applies a reloaded configuration's thresholds to a running
+// breaker: ErrorRatio, SlowCall, SlowRatio, HitRateFloor, HitRateDrop,
+// OpenFor and RetryBudget (zero selects the default, Off turns off, as in
+// New). The other fields keep the values New gave them (the window, the
+// probes, the timeouts and the functions need a restart). They apply from
+// the next judgement; an open breaker keeps its current open period.
+func (b *Breaker) Reconfigure(s Settings) error {
+	b.mu.Lock()
+	cur := b.s
+	b.mu.Unlock()
+	s.Window, s.Buckets, s.MinRequests, s.Baseline = cur.Window, cur.Buckets, cur.MinRequests, cur.Baseline
+	s.Probes, s.Timeout, s.CallTimeout, s.RetryBurst = cur.Probes, cur.Timeout, cur.CallTimeout, cur.RetryBurst
+	s.IsFailure, s.Now, s.Logger = cur.IsFailure, cur.Now, cur.Logger
+	ns, err := s.withDefaults()
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.s.ErrorRatio, b.s.SlowCall, b.s.SlowRatio = ns.ErrorRatio, ns.SlowCall, ns.SlowRatio
+	b.s.HitRateFloor, b.s.HitRateDrop = ns.HitRateFloor, ns.HitRateDrop
+	b.s.OpenFor, b.s.RetryBudget = ns.OpenFor, ns.RetryBudget
+	return nil
+}
+
 // Degraded reports whether the breaker is not closed (open or half-open):
 // the fallback then rations misses.
 func (b *Breaker) Degraded() bool {
@@ -401,7 +427,7 @@ func (b *Breaker) finish(t ticket, o outcome, get, found bool, err error, canRet
 			b.c.opens.Errors++
 		}
 		st := gobreaker.State(b.state.Load())
-		b.pending = append(b.pending, transition{from: st, to: gobreaker.StateOpen, cause: b.last})
+		b.pending = append(b.pending, transition{from: st, to: gobreaker.StateOpen, cause: b.last, openFor: b.s.OpenFor})
 	}
 	if t.gen != b.gen || t.kind == openCall {
 		// Let through in an earlier state (its outcome says nothing about
@@ -583,7 +609,7 @@ func (b *Breaker) onStateChange(_ string, from, to gobreaker.State) {
 	}
 	b.win.reset(now)
 	b.recent.reset()
-	b.pending = append(b.pending, transition{from: from, to: to, cause: why})
+	b.pending = append(b.pending, transition{from: from, to: to, cause: why, openFor: b.s.OpenFor})
 }
 
 // unlock releases mu and then logs the state changes made while it was
@@ -601,7 +627,7 @@ func (b *Breaker) unlock() {
 		switch t.to {
 		case gobreaker.StateOpen:
 			b.s.Logger.Warn("breaker opened", append(fields,
-				zap.Stringer("reason", t.cause.reason()), zap.Duration("open_for", b.s.OpenFor))...)
+				zap.Stringer("reason", t.cause.reason()), zap.Duration("open_for", t.openFor))...)
 		case gobreaker.StateHalfOpen:
 			b.s.Logger.Info("breaker half-open", append(fields, zap.Int("probes", b.s.Probes))...)
 		default:

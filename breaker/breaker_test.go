@@ -1067,3 +1067,30 @@ func TestRecentRing(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestReconfigure: reloaded thresholds apply from the next judgement.
+func TestReconfigure(t *testing.T) {
+	e := newEnv(t, noRetry(), nil)
+	// 40% errors: below the default 0.5, above a reloaded 0.3.
+	e.l2.set(func(ctx context.Context, i int64) (l2store.Item, bool, error) {
+		if i%5 < 2 {
+			return fail(ctx, i)
+		}
+		return hit(ctx, i)
+	})
+	if n := e.until(t, 100, time.Millisecond); n != 100 {
+		t.Fatalf("opened at 40%% errors with ErrorRatio 0.5 (after %d)", n)
+	}
+	if err := e.b.Reconfigure(breaker.Settings{ErrorRatio: 2}); err == nil {
+		t.Fatal("Reconfigure accepted ErrorRatio 2")
+	}
+	if err := e.b.Reconfigure(breaker.Settings{ErrorRatio: 0.3, RetryBudget: breaker.Off}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.until(t, 100, time.Millisecond); n == 100 {
+		t.Fatal("never opened after ErrorRatio was reloaded to 0.3")
+	}
+	if st := e.b.Stats(); !strings.Contains(st.Cause, ">= 0.30") {
+		t.Fatalf("cause %q, want the reloaded threshold", st.Cause)
+	}
+}

@@ -166,12 +166,12 @@ type Shield struct {
 	store       Writer
 	failingFn   func() bool
 	isFailure   func(error) bool
-	fillWait    time.Duration
+	fillWait    atomic.Int64 // time.Duration; SetRate changes it
 	callTimeout time.Duration
 	clock       Clock
 
-	limiter ratelimit.Limiter
-	pacing  chan struct{} // a slot per caller in or waiting for limiter.Take
+	limiter atomic.Pointer[ratelimit.Limiter] // SetRate swaps it
+	pacing  chan struct{}                     // a slot per caller in or waiting for limiter.Take
 
 	flights *flights
 	m       metrics
@@ -218,15 +218,38 @@ func New(next Getter, cfg Config) (*Shield, error) {
 		store:       cfg.Store,
 		failingFn:   cfg.Failing,
 		isFailure:   cfg.IsFailure,
-		fillWait:    cfg.FillWait,
 		callTimeout: cfg.CallTimeout,
 		clock:       cfg.Clock,
-		limiter:     ratelimit.New(cfg.Rate, ratelimit.WithoutSlack, ratelimit.WithClock(cfg.Clock)),
 		pacing:      make(chan struct{}, cfg.Queue+1),
 		flights:     newFlights(),
 	}
+	s.fillWait.Store(int64(cfg.FillWait))
+	s.setRate(cfg.Rate)
 	s.base, s.cancel = context.WithCancel(context.Background())
 	return s, nil
+}
+
+func (s *Shield) setRate(rate int) {
+	l := ratelimit.New(rate, ratelimit.WithoutSlack, ratelimit.WithClock(s.clock))
+	s.limiter.Store(&l)
+}
+
+// SetRate changes Rate and FillWait (as in Config) while the Shield runs,
+// for a configuration reload. Callers already waiting for a slot finish
+// with the old rate; Queue keeps the size New gave it.
+func (s *Shield) SetRate(rate int, fillWait time.Duration) error {
+	switch {
+	case rate < 0 || rate > maxRate:
+		return fmt.Errorf("%w: Rate %d not in [0, %d]", ErrInvalidConfig, rate, maxRate)
+	case fillWait < 0:
+		return fmt.Errorf("%w: negative FillWait %v", ErrInvalidConfig, fillWait)
+	}
+	if rate == 0 {
+		rate = DefaultRate
+	}
+	s.setRate(rate)
+	s.fillWait.Store(int64(fillWait))
+	return nil
 }
 
 // systemClock is the default Clock.
@@ -245,7 +268,7 @@ func (systemClock) Sleep(d time.Duration) { time.Sleep(d) }
 // as a WRONGTYPE); ctx's; ErrShed; an origin error wrapping ErrOrigin;
 // ErrClosed.
 func (s *Shield) Get(ctx context.Context, key []byte, hasStale bool) (Item, bool, error) {
-	item, found, err := s.next.Get(ctx, key)
+	item, found, err := s.getNext(ctx, key)
 	switch {
 	case err == nil && found:
 		return item, true, nil
@@ -262,7 +285,7 @@ func (s *Shield) Get(ctx context.Context, key []byte, hasStale bool) (Item, bool
 	if s.origin != nil {
 		return s.readThrough(ctx, key, failing)
 	}
-	if s.fillWait == 0 {
+	if s.fillWait.Load() == 0 {
 		return s.noValue(ctx, hasStale, failing, err)
 	}
 	return s.cacheAside(ctx, key, hasStale, failing, err)
@@ -346,7 +369,7 @@ func (s *Shield) load(parent context.Context, f *flight, failing bool) {
 	defer cancel()
 	key := []byte(f.key)
 	s.m.originLoads.Add(1)
-	item, found, err := s.origin.Load(ctx, key)
+	item, found, err := s.loadOrigin(ctx, key)
 	switch {
 	case err != nil:
 		s.m.originErrs.Add(1)
@@ -390,7 +413,7 @@ func (s *Shield) cacheAside(ctx context.Context, key []byte, hasStale, failing b
 				return Item{}, false, err
 			}
 		}
-		f.arm(s.fillWait, func() {
+		f.arm(time.Duration(s.fillWait.Load()), func() {
 			s.flights.remove(f)
 			f.finish(expired, result{})
 		})
@@ -399,7 +422,7 @@ func (s *Shield) cacheAside(ctx context.Context, key []byte, hasStale, failing b
 	}
 
 	s.m.coalesced.Add(1)
-	timer := time.NewTimer(s.fillWait)
+	timer := time.NewTimer(time.Duration(s.fillWait.Load()))
 	defer timer.Stop()
 	select {
 	case <-f.done:
@@ -431,7 +454,7 @@ func (s *Shield) reread(ctx context.Context, f *flight, hasStale bool) (Item, bo
 		started := s.spawn(func() {
 			rctx, cancel := s.detach(ctx)
 			defer cancel()
-			item, found, err := s.next.Get(rctx, []byte(f.key))
+			item, found, err := s.getNext(rctx, []byte(f.key))
 			c.res = result{item: item, found: found, err: err}
 			close(c.done)
 		})
@@ -467,7 +490,7 @@ func (s *Shield) admit() bool {
 		s.m.queueFull.Add(1)
 		return false
 	}
-	s.limiter.Take()
+	(*s.limiter.Load()).Take()
 	<-s.pacing
 	s.m.admitted.Add(1)
 	return true
@@ -493,7 +516,7 @@ func (s *Shield) admitWait(ctx context.Context) error {
 	}
 	due := make(chan struct{})
 	if !s.spawn(func() {
-		s.limiter.Take()
+		(*s.limiter.Load()).Take()
 		<-s.pacing
 		s.m.admitted.Add(1)
 		close(due)

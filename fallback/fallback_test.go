@@ -860,3 +860,43 @@ func pollFor(cond func() bool) error {
 	}
 	return errors.New("condition not met within 10s")
 }
+
+// TestSetRate: a reload's rate and fill-wait apply to later callers.
+func TestSetRate(t *testing.T) {
+	checkGoroutines(t)
+	clock := newFakeClock()
+	s := newShield(t, newFakeL2(), Config{Rate: 1, FillWait: time.Hour, Clock: clock, Failing: func() bool { return true }})
+	if err := s.SetRate(-1, 0); err == nil {
+		t.Fatal("SetRate accepted a negative rate")
+	}
+	if err := s.SetRate(10, 0); err != nil {
+		t.Fatal(err)
+	}
+	// FillWait 0: no flights, each caller is admitted on its own; at 10/s
+	// the fake clock must move 100ms between admissions.
+	done := make(chan error, 1)
+	go func() {
+		for i := range 3 {
+			if _, found, err := s.Get(context.Background(), []byte("k"), false); err != nil || found {
+				done <- fmt.Errorf("caller %d: %v, %v", i, found, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; len(done) == 0 && i < 1_000_000; i++ {
+		if clock.Sleeping() > 0 { // the clock moves only while a caller waits on it
+			clock.Advance(10 * time.Millisecond)
+		}
+		runtime.Gosched()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Admitted != 3 || st.Coalesced != 0 || st.Flights != 0 {
+		t.Fatalf("%+v: want 3 admitted misses, none coalesced", st)
+	}
+	if elapsed := clock.Now().Sub(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)); elapsed < 200*time.Millisecond || elapsed > time.Second {
+		t.Fatalf("3 admissions took %v on the fake clock, want about 200ms at the reloaded 10/s (the old 1/s: 2s)", elapsed)
+	}
+}

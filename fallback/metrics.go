@@ -1,6 +1,11 @@
 package fallback
 
-import "sync/atomic"
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Stats is a snapshot of a Shield's counters. Counters only grow; Flights
 // is a current value.
@@ -35,6 +40,8 @@ type metrics struct {
 	coalesced, filled, fillWaitTimeouts   atomic.Uint64
 	originLoads, originMisses, originErrs atomic.Uint64
 	storeWrites, storeErrs, storeSkipped  atomic.Uint64
+
+	durations atomic.Pointer[durations] // set by ObserveDurations; nil: not timed
 }
 
 func (m *metrics) snapshot() Stats {
@@ -55,4 +62,87 @@ func (m *metrics) snapshot() Stats {
 		StoreErrors:      m.storeErrs.Load(),
 		StoreSkipped:     m.storeSkipped.Load(),
 	}
+}
+
+// Observer receives durations in seconds. A prometheus.Histogram is one.
+type Observer interface{ Observe(seconds float64) }
+
+// durations are the Observers of ObserveDurations.
+type durations struct{ next, origin Observer }
+
+// ObserveDurations has the Shield time its calls below it from now on:
+// each call of the next tier (the L2 read of an L1 miss, through the
+// breaker; the shared re-read after a client's SET) to next, each origin
+// load to origin. Either may be nil. The times come from Config.Clock.
+func (s *Shield) ObserveDurations(next, origin Observer) {
+	s.m.durations.Store(&durations{next: next, origin: origin})
+}
+
+// getNext calls the next tier, timing it if asked to.
+func (s *Shield) getNext(ctx context.Context, key []byte) (Item, bool, error) {
+	d := s.m.durations.Load()
+	if d == nil || d.next == nil {
+		return s.next.Get(ctx, key)
+	}
+	start := s.clock.Now()
+	item, found, err := s.next.Get(ctx, key)
+	d.next.Observe(s.clock.Now().Sub(start).Seconds())
+	return item, found, err
+}
+
+// loadOrigin loads key from the origin, timing it if asked to.
+func (s *Shield) loadOrigin(ctx context.Context, key []byte) (Item, bool, error) {
+	d := s.m.durations.Load()
+	if d == nil || d.origin == nil {
+		return s.origin.Load(ctx, key)
+	}
+	start := s.clock.Now()
+	item, found, err := s.origin.Load(ctx, key)
+	d.origin.Observe(s.clock.Now().Sub(start).Seconds())
+	return item, found, err
+}
+
+// RegisterMetrics registers s's counters on reg, read from Stats at each
+// scrape:
+//
+//	sidecache_origin_admitted_total  Stats.Admitted: pacing slots taken while failing (a miss handed out or an origin load)
+//	sidecache_origin_shed_total      Stats.Shed: reads refused (-TRYAGAIN) by the origin shield
+//	sidecache_origin_loads_total     Stats.OriginLoads: read-through origin loads started
+//	sidecache_origin_errors_total    Stats.OriginErrors: origin loads that failed
+//
+// INFO sidecache reports them as origin_admitted, origin_shed,
+// origin_loads and origin_errors.
+func (s *Shield) RegisterMetrics(reg prometheus.Registerer) error {
+	return reg.Register(newCollector(s))
+}
+
+type collector struct {
+	s                                *Shield
+	admitted, shed, loads, originErr *prometheus.Desc
+}
+
+func newCollector(s *Shield) *collector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &collector{
+		s:         s,
+		admitted:  d("sidecache_origin_admitted_total", "Pacing slots the origin shield granted while the L2 failed: misses handed to clients, or origin loads."),
+		shed:      d("sidecache_origin_shed_total", "Reads the origin shield refused while the L2 failed (answered -TRYAGAIN): no stale copy and the origin rate reached."),
+		loads:     d("sidecache_origin_loads_total", "Read-through origin loads started."),
+		originErr: d("sidecache_origin_errors_total", "Read-through origin loads that failed."),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.admitted
+	ch <- c.shed
+	ch <- c.loads
+	ch <- c.originErr
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	ch <- prometheus.MustNewConstMetric(c.admitted, prometheus.CounterValue, float64(st.Admitted))
+	ch <- prometheus.MustNewConstMetric(c.shed, prometheus.CounterValue, float64(st.Shed))
+	ch <- prometheus.MustNewConstMetric(c.loads, prometheus.CounterValue, float64(st.OriginLoads))
+	ch <- prometheus.MustNewConstMetric(c.originErr, prometheus.CounterValue, float64(st.OriginErrors))
 }

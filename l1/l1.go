@@ -269,15 +269,16 @@ type shard struct {
 // copies. It is safe for concurrent use. Close stops its background
 // refreshes.
 type Cache struct {
-	next     Getter
-	shards   []shard
-	mask     uint64
-	seed     maphash.Seed
-	budget   int64 // bytes per shard
-	maxItem  int64
-	ttl      time.Duration
-	staleFor int64 // nanoseconds
-	swr      int64 // nanoseconds
+	next    Getter
+	shards  []shard
+	mask    uint64
+	seed    maphash.Seed
+	budget  int64 // bytes per shard
+	maxItem int64
+	// The times of Config, in nanoseconds; SetTimes changes them.
+	ttl      atomic.Int64
+	staleFor atomic.Int64
+	swr      atomic.Int64
 	failed   func(error) bool
 	now      func() time.Time
 	epoch    time.Time
@@ -368,18 +369,38 @@ func New(next Getter, cfg Config) (*Cache, error) {
 		seed:         maphash.MakeSeed(),
 		budget:       budget,
 		maxItem:      cfg.MaxItemBytes,
-		ttl:          cfg.TTL,
-		staleFor:     int64(cfg.StaleFor),
-		swr:          int64(cfg.StaleWhileRevalidate),
 		failed:       cfg.Failed,
 		maxRefreshes: cfg.MaxRefreshes,
 		now:          cfg.Now,
 	}
 	c.epoch = c.now()
+	c.ttl.Store(int64(cfg.TTL))
+	c.staleFor.Store(int64(cfg.StaleFor))
+	c.swr.Store(int64(cfg.StaleWhileRevalidate))
 	for i := range c.shards {
 		c.shards[i].lru = newLRU()
 	}
 	return c, nil
+}
+
+// SetTimes changes TTL, StaleFor and StaleWhileRevalidate (as in Config;
+// zero TTL: the default) while the Cache runs, for a configuration reload.
+// Entries keep the freshness they were filled with; the stale windows
+// apply from the next lookup on.
+func (c *Cache) SetTimes(ttl, staleFor, swr time.Duration) error {
+	switch {
+	case ttl < 0:
+		return fmt.Errorf("%w: negative TTL %v", ErrInvalidConfig, ttl)
+	case staleFor < 0 || swr < 0 || swr > staleFor:
+		return fmt.Errorf("%w: StaleFor %v, StaleWhileRevalidate %v: want 0 <= StaleWhileRevalidate <= StaleFor", ErrInvalidConfig, staleFor, swr)
+	}
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	c.ttl.Store(int64(ttl))
+	c.staleFor.Store(int64(staleFor))
+	c.swr.Store(int64(swr))
+	return nil
 }
 
 func newLRU() *simplelru.LRU[uint64, entry] {
@@ -463,7 +484,7 @@ func (c *Cache) lookupSlow(ctx context.Context, s *shard, h uint64, key []byte, 
 	if ok {
 		end, expires, expiredAll := c.freshUntil(s, e, t)
 		switch {
-		case t < end+c.swr && !expiredAll:
+		case t < end+c.swr.Load() && !expiredAll:
 			s.revalidations++
 			s.promote(h, e)
 			start := c.claimRefresh(s, h)
@@ -473,7 +494,7 @@ func (c *Cache) lookupSlow(ctx context.Context, s *shard, h uint64, key []byte, 
 				go c.refresh(context.WithoutCancel(ctx), s, h, bytes.Clone(key), e, gen)
 			}
 			return Result{Value: e.value(), Outcome: Revalidating}, nil
-		case t < end+c.staleFor:
+		case t < end+c.staleFor.Load():
 			hasStale = true
 		default:
 			s.remove(h, e)
@@ -487,7 +508,7 @@ func (c *Cache) lookupSlow(ctx context.Context, s *shard, h uint64, key []byte, 
 	item, found, err := c.next.Get(ctx, key, hasStale)
 	switch {
 	case err != nil:
-		if c.staleFor > 0 && c.failed(err) {
+		if c.staleFor.Load() > 0 && c.failed(err) {
 			if v, ok := c.serveStale(s, h, key); ok {
 				return Result{Value: v, Outcome: Stale, Cause: err}, nil
 			}
@@ -539,13 +560,14 @@ func (c *Cache) fill(s *shard, h uint64, gen uint64, key []byte, item Item, now 
 		c.tooLarge.Add(1)
 		return false
 	}
-	deadline, expires := t+int64(c.ttl), false
+	ttl := c.ttl.Load()
+	deadline, expires := t+ttl, false
 	if !item.Expires.IsZero() {
 		left := item.Expires.Sub(now)
 		if left <= 0 {
 			return false // expired already: the caller gets it, L1 does not keep it
 		}
-		if left < c.ttl {
+		if int64(left) < ttl {
 			deadline, expires = t+int64(left), true
 		}
 	}
@@ -617,7 +639,7 @@ func (c *Cache) Expire(key []byte) {
 	s.mu.Lock()
 	s.gen++
 	if e, ok := s.lookup(h, key); ok {
-		if c.staleFor <= 0 {
+		if c.staleFor.Load() <= 0 {
 			s.remove(h, e)
 		} else {
 			e.deadline, e.expires, e.changed = min(e.deadline, t), false, true

@@ -67,7 +67,7 @@ func (c *Cache) ExpireAll() {
 	if old := c.eras.Load(); old != nil {
 		next.first = old.first
 		began := old.began
-		for len(began) > 0 && (began[0]+c.staleFor <= t || len(began) >= maxEras) {
+		for len(began) > 0 && (began[0]+c.staleFor.Load() <= t || len(began) >= maxEras) {
 			began = began[1:]
 			next.first++
 		}
@@ -98,7 +98,7 @@ func (c *Cache) serveStale(s *shard, h uint64, key []byte) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	if end, _, _ := c.freshUntil(s, e, t); t >= end+c.staleFor {
+	if end, _, _ := c.freshUntil(s, e, t); t >= end+c.staleFor.Load() {
 		return nil, false
 	}
 	s.staleServed++

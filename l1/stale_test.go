@@ -1003,3 +1003,30 @@ func TestExpireAllLogBounded(t *testing.T) {
 		t.Errorf("entry of a recent era: %+v, %v; want stale 2", r, err)
 	}
 }
+
+// TestSetTimes: a reload's new times apply to later fills and lookups.
+func TestSetTimes(t *testing.T) {
+	clk := newFakeClock()
+	l2 := newFakeL2(clk.Now)
+	c, err := New(l2, Config{TTL: 10 * time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetTimes(time.Second, time.Second, 2*time.Second); err == nil {
+		t.Fatal("SetTimes accepted StaleWhileRevalidate > StaleFor")
+	}
+	if err := c.SetTimes(time.Second, time.Minute, 0); err != nil {
+		t.Fatal(err)
+	}
+	l2.set("k", "v1", 0)
+	if r, _ := c.Lookup(context.Background(), []byte("k")); r.Outcome != Next {
+		t.Fatalf("first lookup %v", r.Outcome)
+	}
+	clk.Advance(time.Second) // the new TTL (1s) has passed: no longer fresh
+	l2.fail(errDown)
+	r, err := c.Lookup(context.Background(), []byte("k"))
+	if err != nil || r.Outcome != Stale || string(r.Value) != "v1" {
+		t.Fatalf("after the new TTL, with the L2 down: %v %v %q, want the stale copy (StaleFor now 1m)", err, r.Outcome, r.Value)
+	}
+}

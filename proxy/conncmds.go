@@ -437,7 +437,7 @@ func (s *Server) configParams() map[string]string {
 	p := map[string]string{
 		"bind":                      strings.Trim(host, "[]"),
 		"port":                      port,
-		"maxclients":                strconv.Itoa(s.cfg.MaxClients),
+		"maxclients":                strconv.FormatInt(s.maxClients.Load(), 10),
 		"timeout":                   strconv.FormatInt(int64(s.cfg.IdleTimeout.Seconds()), 10),
 		"proto-max-bulk-len":        strconv.FormatInt(s.cfg.ProtoMaxBulkLen, 10),
 		"client-query-buffer-limit": strconv.FormatInt(s.cfg.ClientQueryBufferLimit, 10),

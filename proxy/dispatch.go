@@ -80,6 +80,9 @@ func (s *Server) serveRESP(conn redcon.Conn, cmd redcon.Command) {
 		conn.Close()
 		return
 	}
+	if c.quit {
+		return // closed (QUIT, output limit): the rest of the batch does not run
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("panic serving a command; closing its connection",
@@ -110,8 +113,10 @@ func (s *Server) afterCommand(conn redcon.Conn, c *client) bool {
 		return false
 	}
 	if c.gate.unflushed > maxUnflushed {
-		if w := redcon.BaseWriter(conn); w != nil {
-			w.Flush()
+		if w := redcon.BaseWriter(conn); w != nil && w.Flush() != nil {
+			c.quit = true // the client is gone or over its output limit (output.go)
+			conn.Close()
+			return false
 		}
 	}
 	return true
@@ -131,9 +136,10 @@ const (
 )
 
 // classify checks a command as Redis's processCommand does (existence,
-// arity, then authentication) and says where it runs. For routeReject it
-// returns the error reply. m is nil for a command missing from the table
-// that the store passes through (a remote store's module commands).
+// arity, authentication, the deny-list as Redis's ACL) and says where it
+// runs. For routeReject it returns the error reply. m is nil for a
+// command missing from the table that the store passes through (a remote
+// store's module commands).
 func (s *Server) classify(c *client, args [][]byte) (m *commands.Meta, r route, errReply l2store.Reply) {
 	m, errReply = commands.Check(args, s.supportedFn)
 	switch {
@@ -148,6 +154,12 @@ func (s *Server) classify(c *client, args [][]byte) (m *commands.Meta, r route, 
 	}
 	if !c.authed && (m == nil || m.Flags&commands.NoAuth == 0) {
 		return m, routeReject, errNoAuth
+	}
+	if s.deny.denied(m) {
+		return m, routeReject, deniedReply(m) // the deny-list (security.go), Redis's ACL check
+	}
+	if m != nil && m.Flags&commands.DenyOOM != 0 && s.overMemory() {
+		return m, routeReject, errOOM // output.go
 	}
 	return m, r, l2store.Reply{}
 }
@@ -166,27 +178,36 @@ func (s *Server) passUnknown(args [][]byte) bool {
 	return m == nil || !s.localParents[m]
 }
 
-// dispatch runs one command.
+// dispatch runs one command and counts it for the metrics (metrics.go):
+// here, or in storeCommand, or by outcome in a read through L1.
 func (s *Server) dispatch(c *client, args [][]byte) {
 	c.commands.Add(1)
 	c.lastActive.Store(s.stats.ops.unixSeconds())
 	if c.pinned() {
+		defer s.countPinned(args, c, c.errors.Load())
+		if s.refuseDeniedPinned(c, args) {
+			return
+		}
 		s.pinnedDispatch(c, args) // all to the dedicated connection (pinned.go)
 		return
 	}
 	m, r, errReply := s.classify(c, args)
 	if r == routeReject {
 		c.writeReply(errReply)
+		s.countRejected(m, args)
 		return
 	}
+	errs := c.errors.Load()
 	if m != nil {
 		c.lastCmd.Store(m)
 		if s.pinnedCommand(c, m, args) {
+			s.stats.cmds.count(m, c.errors.Load() != errs)
 			return
 		}
 	}
 	if r == routeLocal {
 		s.handlers[m](c, m, args)
+		s.countLocal(c, m, errs)
 		return
 	}
 	s.storeCommand(c, m, args)
@@ -230,10 +251,13 @@ func (s *Server) runPipeline(conn redcon.Conn, c *client, first redcon.Command, 
 		c.commands.Add(1)
 		if r == routeReject {
 			c.writeReply(errReply)
+			s.countRejected(m, args)
 			return true
 		}
 		c.lastCmd.Store(m)
+		errs := c.errors.Load()
 		s.handlers[m](c, m, args)
+		s.countLocal(c, m, errs)
 		return s.afterCommand(conn, c)
 	}
 	c.lastActive.Store(s.stats.ops.unixSeconds())
@@ -271,16 +295,19 @@ func (s *Server) storeGroup(c *client, group []pending) {
 	for i, p := range group {
 		cmds[i] = p.args
 	}
+	start := s.startTimer()
 	replies, err := s.multi.DoMulti(c.storeCtx(), cmds)
+	s.observeStore(start)
 	for _, p := range group {
 		s.invalidate(c, p.m, p.args)
 	}
-	for i := range group {
+	for i, p := range group {
 		if err != nil {
 			c.writeError(s.errorText(err))
 		} else {
 			c.writeReply(replies[i])
 		}
+		s.stats.cmds.count(p.m, err != nil || replies[i].IsError())
 	}
 }
 
@@ -298,8 +325,11 @@ func cstring(b []byte, max int) string {
 // invalidate) before the reply is sent, so the client reads its own
 // write.
 func (s *Server) storeCommand(c *client, m *commands.Meta, args [][]byte) {
+	start := s.startTimer()
 	reply, err := s.store.Do(c.storeCtx(), args)
+	s.observeStore(start)
 	s.invalidate(c, m, args) // even a failed write may have reached the store
+	s.stats.cmds.count(m, err != nil || reply.IsError())
 	if err != nil {
 		c.writeError(s.errorText(err))
 		return
@@ -363,8 +393,11 @@ func (s *Server) errorText(err error) string {
 // cmdGet is the hot path: GET through L1 (and, on a miss, the tiers
 // below it).
 func (s *Server) cmdGet(c *client, _ *commands.Meta, args [][]byte) {
+	start := s.startTimer()
 	r, err := s.cache.Lookup(c.ctx, args[1])
-	c.reads[outcomeOf(r, err)].Add(1)
+	o := outcomeOf(r, err)
+	s.observeRead(start, o)
+	c.reads[readGet][o].Add(1)
 	switch {
 	case err != nil:
 		c.writeError(s.errorText(err))
@@ -383,13 +416,15 @@ func (s *Server) cmdMGet(c *client, _ *commands.Meta, args [][]byte) {
 	vals := make([][]byte, len(keys))
 	found := make([]bool, len(keys))
 	for i, k := range keys {
+		start := s.startTimer()
 		r, err := s.cache.Lookup(c.ctx, k)
 		o := outcomeOf(r, err)
+		s.observeRead(start, o)
 		var re l2store.ReplyError
 		if err != nil && errors.As(err, &re) {
 			o = readMiss // WRONGTYPE: MGET reads it as nil
 		}
-		c.reads[o].Add(1)
+		c.reads[readMGet][o].Add(1)
 		if err != nil && o != readMiss {
 			c.writeError(s.errorText(err))
 			return

@@ -103,7 +103,7 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 		s.mu.Unlock()
 		field("connected_clients", n)
 		field("cluster_connections", 0)
-		field("maxclients", s.cfg.MaxClients)
+		field("maxclients", s.maxClients.Load())
 		field("blocked_clients", 0)
 		field("tracking_clients", 0)
 	case "memory":
@@ -197,8 +197,11 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 		field("l1_refreshes", l1.RefreshesStarted)
 		st := s.statsSnapshot()
 		for i, name := range readOutcomeNames {
-			field(name, st.reads[i].Load())
+			field(name, st.reads.outcome(readOutcome(i)))
 		}
+		ok, failed := s.stats.cmds.totals()
+		field("requests_ok", ok)
+		field("requests_error", failed)
 		if s.cfg.Info != nil {
 			for _, f := range s.cfg.Info() {
 				field(f.Name, f.Value)
@@ -237,6 +240,7 @@ func (s *Server) resetStats() {
 		a.Store(0)
 	}
 	s.stats.reads.reset()
+	s.stats.cmds.reset()
 	for _, c := range s.snapshotClients() {
 		c.commands.Store(0)
 		c.errors.Store(0)

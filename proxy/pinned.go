@@ -957,6 +957,8 @@ func (pp *pump) command(args [][]byte) bool {
 		return pp.local(nil, func() { c.writeReply(reply) })
 	case !ok:
 		return pp.forward(m, ok, args)
+	case s.deny.denied(m): // security.go; not forwarded, so not in a MULTI upstream either
+		return pp.local(nil, func() { c.writeReply(deniedReply(m)) })
 	case m == mQuit:
 		pp.local(nil, func() { c.writeReply(l2store.OK) })
 		return false

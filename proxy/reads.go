@@ -30,28 +30,49 @@ var readOutcomeNames = [numReadOutcomes]string{
 	"reads_l1_hit", "reads_l2_hit", "reads_stale", "reads_miss", "reads_origin", "reads_shed", "reads_error",
 }
 
-// readCounters counts reads by outcome.
-type readCounters [numReadOutcomes]atomic.Uint64
+// readCmd is the command of a read through L1: the metrics count GET's
+// reads and MGET's apart.
+type readCmd uint8
+
+const (
+	readGet readCmd = iota
+	readMGet
+	numReadCmds
+)
+
+var readCmdNames = [numReadCmds]string{"get", "mget"}
+
+// readCounters counts reads by command and outcome.
+type readCounters [numReadCmds][numReadOutcomes]atomic.Uint64
 
 func (rc *readCounters) add(o *readCounters) {
 	for i := range rc {
-		rc[i].Add(o[i].Load())
+		for j := range rc[i] {
+			rc[i][j].Add(o[i][j].Load())
+		}
 	}
 }
 
 func (rc *readCounters) reset() {
 	for i := range rc {
-		rc[i].Store(0)
+		for j := range rc[i] {
+			rc[i][j].Store(0)
+		}
 	}
+}
+
+// outcome returns the reads of outcome o, GET's and MGET's.
+func (rc *readCounters) outcome(o readOutcome) uint64 {
+	return rc[readGet][o].Load() + rc[readMGet][o].Load()
 }
 
 // hits and misses are Redis's keyspace_hits and keyspace_misses: a read
 // answered with a value, and one answered with none.
 func (rc *readCounters) hits() uint64 {
-	return rc[readL1Hit].Load() + rc[readL2Hit].Load() + rc[readStale].Load() + rc[readOrigin].Load()
+	return rc.outcome(readL1Hit) + rc.outcome(readL2Hit) + rc.outcome(readStale) + rc.outcome(readOrigin)
 }
 
-func (rc *readCounters) misses() uint64 { return rc[readMiss].Load() + rc[readShed].Load() }
+func (rc *readCounters) misses() uint64 { return rc.outcome(readMiss) + rc.outcome(readShed) }
 
 // outcomeOf classifies a read through the cache.
 func outcomeOf(r l1.Result, err error) readOutcome {

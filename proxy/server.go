@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -88,9 +89,34 @@ type Config struct {
 	// IdleTimeout closes connections idle for this long; 0 never does
 	// (Redis's "timeout 0").
 	IdleTimeout time.Duration
+	// ClientOutputBufferLimit bounds the reply bytes a connection holds
+	// for its client: a flush of more closes the connection, like
+	// Redis's client-output-buffer-limit hard limit (output.go). 0: none.
+	ClientOutputBufferLimit int64
+	// ClientOutputTimeout closes a connection whose client takes less
+	// than 64 KiB of its pending replies in this long: it has stopped
+	// reading (output.go). 0: never.
+	ClientOutputTimeout time.Duration
+	// OverMemory, if not nil, reports whether the process is short of
+	// memory; while it is, commands that may grow memory (Redis's denyoom
+	// flag) are refused with Redis's -OOM error. It is called once per
+	// such command and must be cheap. Default: never.
+	OverMemory func() bool
 	// RequirePass is the password of the default user; empty means no
 	// authentication (Redis's "nopass").
 	RequirePass string
+	// DenyCommands are the commands refused with Redis's ACL error
+	// (-NOPERM) before they reach the store, by full name: "flushall",
+	// "config|set"; a command with subcommands ("config") stands for all
+	// of them. See security.go. Default: none (cmd/sidecache denies
+	// DefaultDenyCommands in front of a remote L2).
+	DenyCommands []string
+	// AllowCommands are exceptions to DenyCommands, named the same way.
+	AllowCommands []string
+	// TLS, if not nil, makes the listener speak TLS only, with these
+	// settings (certificate, client certificate policy). Default: plain
+	// TCP.
+	TLS *tls.Config
 	// Settings are extra parameters for CONFIG GET, such as the tiers'.
 	Settings []Setting
 	// Info returns extra name:value lines for INFO's sidecache section:
@@ -156,7 +182,22 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("%w: ClientQueryBufferLimit %d is below %d", ErrConfig, c.ClientQueryBufferLimit, MinClientQueryBufferLimit)
 	case c.IdleTimeout < 0:
 		return fmt.Errorf("%w: IdleTimeout %v is negative", ErrConfig, c.IdleTimeout)
+	case c.ClientOutputBufferLimit < 0:
+		return fmt.Errorf("%w: ClientOutputBufferLimit %d is negative", ErrConfig, c.ClientOutputBufferLimit)
+	case c.ClientOutputTimeout < 0:
+		return fmt.Errorf("%w: ClientOutputTimeout %v is negative", ErrConfig, c.ClientOutputTimeout)
 	}
+	return nil
+}
+
+// SetMaxClients changes Config.MaxClients while the server runs, for a
+// configuration reload. Connections beyond a lowered bound stay; new ones
+// are refused until fewer are connected.
+func (s *Server) SetMaxClients(n int) error {
+	if n < 1 {
+		return fmt.Errorf("%w: MaxClients %d is below 1", ErrConfig, n)
+	}
+	s.maxClients.Store(int64(n))
 	return nil
 }
 
@@ -172,8 +213,10 @@ type Server struct {
 	multi MultiStore // store's, or nil
 	metas MetaStore  // store's, or nil
 	ded   Dedicator  // store's, or nil
+	deny  denySet    // refused commands (security.go), nil for none
 	log   *zap.Logger
 	lim   gateLimits
+	out   outputLimits // output.go
 
 	// supported holds the full names ("get", "client|setname") of the
 	// commands this server answers; handlers the proxy's own ones.
@@ -197,6 +240,8 @@ type Server struct {
 	drained chan struct{} // closed when the last client is gone after Shutdown
 
 	stats serverStats
+
+	maxClients atomic.Int64 // Config.MaxClients; SetMaxClients changes it
 }
 
 // serverStats are the server-wide counters of INFO stats. Per-client
@@ -208,6 +253,9 @@ type serverStats struct {
 	reads       readCounters  // reads by outcome of closed clients
 	errors      atomic.Uint64 // total_error_replies of closed clients
 	ops         opsMeter
+
+	cmds      cmdCounters                     // commands other than reads through L1 (metrics.go)
+	durations atomic.Pointer[durationMetrics] // set by RegisterMetrics
 }
 
 // New returns a server answering from cache (the read path) and store
@@ -220,18 +268,25 @@ func New(cache Cache, store Store, cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	deny, err := newDenySet(cfg.DenyCommands, cfg.AllowCommands)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:     cfg,
 		cache:   cache,
 		store:   store,
+		deny:    deny,
 		log:     cfg.Logger,
 		clients: make(map[*client]struct{}),
 		drained: make(chan struct{}),
+		stats:   serverStats{cmds: newCmdCounters()},
 		lim: gateLimits{
 			maxBulk:     cfg.ProtoMaxBulkLen,
 			maxArgs:     cfg.MaxMultibulkLen,
 			maxQueryBuf: cfg.ClientQueryBufferLimit,
 		},
+		out: outputLimits{maxPending: cfg.ClientOutputBufferLimit, timeout: cfg.ClientOutputTimeout, now: cfg.Now},
 	}
 	s.multi, _ = store.(MultiStore)
 	s.metas, _ = store.(MetaStore)
@@ -254,6 +309,7 @@ func New(cache Cache, store Store, cfg Config) (*Server, error) {
 		s.supportCommand(name)
 	}
 	s.supportedFn = s.isSupported
+	s.maxClients.Store(int64(cfg.MaxClients))
 	return s, nil
 }
 
@@ -304,7 +360,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("proxy: Serve called twice or after Shutdown")
 	}
 	s.started = s.cfg.Now()
-	s.ln = newListener(ln, &s.lim, s.log)
+	s.ln = newListener(ln, &s.lim, s.cfg.TLS, s.log)
 	s.rs = redcon.NewServerNetwork("tcp", ln.Addr().String(), s.serveRESP, s.accept, s.closed)
 	if s.cfg.IdleTimeout > 0 {
 		s.rs.SetIdleClose(s.cfg.IdleTimeout)
@@ -376,12 +432,17 @@ func (s *Server) accept(conn redcon.Conn) bool {
 	}
 	s.stats.connections.Add(1)
 	c := newClient(s, conn, g)
+	if s.out.on() {
+		// Before others can see g (Shutdown, CLIENT KILL); after
+		// newClient has read the socket's fd.
+		g.Conn = newOutputConn(g.Conn, &s.out) // replies' bounds (output.go)
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return false
 	}
-	if len(s.clients) >= s.cfg.MaxClients {
+	if len(s.clients) >= int(s.maxClients.Load()) {
 		s.mu.Unlock()
 		s.stats.rejected.Add(1)
 		conn.WriteError("ERR max number of clients reached")
@@ -405,6 +466,8 @@ func (s *Server) closed(conn redcon.Conn, err error) {
 	switch {
 	case errors.Is(err, errQueryBufferLimit):
 		s.log.Warn("closing client that reached max query buffer length", zap.String("addr", c.addr))
+	case isOutputLimit(err) || outputFailure(c.gate) != nil:
+		s.log.Warn("closing client that reached max output buffer", zap.String("addr", c.addr), zap.NamedError("reason", outputFailure(c.gate)))
 	case errors.Is(err, errProtocol):
 		s.log.Debug("protocol error", zap.String("addr", c.addr))
 	}
@@ -452,14 +515,15 @@ func (s *Server) totalCommands() uint64 {
 type listener struct {
 	net.Listener
 	lim        *gateLimits
+	tls        *tls.Config // nil: plain TCP
 	log        *zap.Logger
 	stopping   chan struct{} // closed by shutdown
 	finished   chan struct{} // closed by finish
 	finishOnce sync.Once
 }
 
-func newListener(ln net.Listener, lim *gateLimits, log *zap.Logger) *listener {
-	return &listener{Listener: ln, lim: lim, log: log, stopping: make(chan struct{}), finished: make(chan struct{})}
+func newListener(ln net.Listener, lim *gateLimits, tlsConfig *tls.Config, log *zap.Logger) *listener {
+	return &listener{Listener: ln, lim: lim, tls: tlsConfig, log: log, stopping: make(chan struct{}), finished: make(chan struct{})}
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -467,6 +531,11 @@ func (l *listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
+			if l.tls != nil {
+				// The handshake runs on the connection's first read, in
+				// its own goroutine.
+				c = tls.Server(c, l.tls)
+			}
 			return newGate(c, l.lim), nil
 		}
 		select {

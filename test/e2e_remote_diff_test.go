@@ -406,7 +406,7 @@ func TestRemoteDiff(t *testing.T) {
 	}
 	for _, l1 := range l1Modes {
 		t.Run(l1.name, func(t *testing.T) {
-			sc := StartSidecache(t, append([]string{"--l2", "redis://" + a.Addr + "/0"}, l1.args...)...)
+			sc := StartSidecache(t, append([]string{"--l2", "redis://" + a.Addr + "/0", "--deny-commands", ""}, l1.args...)...) // the scripts run FLUSHALL, DEBUG and the like
 			for _, proto := range []int{2, 3} {
 				for _, run := range runs {
 					for _, s := range scripts {

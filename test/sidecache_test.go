@@ -122,11 +122,11 @@ type Sidecache struct {
 }
 
 // StartSidecache starts the sidecache binary listening on a free loopback
-// port, with JSON logs, and args appended to its command line (a later
-// flag wins, so args may override --listen). It returns once the process
-// has logged the address it listens on. When the test ends, the process
-// gets SIGTERM and the test fails unless it exits with status 0 and
-// without a data race report.
+// port (and its admin listener on another), with JSON logs, and args
+// appended to its command line (a later flag wins, so args may override
+// --listen). It returns once the process has logged the address it
+// listens on. When the test ends, the process gets SIGTERM and the test
+// fails unless it exits with status 0 and without a data race report.
 func StartSidecache(t testing.TB, args ...string) *Sidecache {
 	t.Helper()
 	return StartSidecacheEnv(t, nil, args...)
@@ -137,8 +137,13 @@ func StartSidecache(t testing.TB, args ...string) *Sidecache {
 // not passed on.
 func StartSidecacheEnv(t testing.TB, env []string, args ...string) *Sidecache {
 	t.Helper()
-	bin := SidecacheBinary(t)
-	full := append([]string{"--listen", "127.0.0.1:0", "--log-format", "json"}, args...)
+	return startSidecacheBin(t, SidecacheBinary(t), env, args...)
+}
+
+// startSidecacheBin is StartSidecacheEnv with the binary bin.
+func startSidecacheBin(t testing.TB, bin string, env []string, args ...string) *Sidecache {
+	t.Helper()
+	full := append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(bin, full...)
 	cmd.Env = append(sidecacheEnv(), env...)
 	s := &Sidecache{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/sidecache/sidecache/l1"
 	"github.com/sidecache/sidecache/l2store/embedded/kv"
 	"github.com/sidecache/sidecache/l2store/remote"
@@ -19,9 +21,11 @@ import (
 // config is sidecache's configuration: every field is a flag, and every
 // flag but --version can also be given as an environment variable
 // SIDECACHE_<NAME>, with the flag's dashes as underscores (--l1-max-bytes:
-// SIDECACHE_L1_MAX_BYTES). A flag on the command line wins over the
-// environment.
+// SIDECACHE_L1_MAX_BYTES), and in the YAML file --config names (file.go).
+// A flag on the command line wins over the environment, which wins over
+// the file.
 type config struct {
+	ConfigFile             string
 	Listen                 string
 	L1MaxBytes             int64
 	L1TTL                  time.Duration
@@ -68,6 +72,15 @@ type config struct {
 	LogLevel               string
 	ShutdownTimeout        time.Duration
 	Version                bool
+
+	// Not flags: the running process's, for reloads (reload.go).
+	level zap.AtomicLevel // the logger's level
+	args  []string        // the command line, without the program name
+	fs    *flag.FlagSet   // parseConfig's, whose values are c's fields
+
+	Admin    adminConfig    // --admin-* (admin.go)
+	Security securityConfig // protected mode, deny-list, TLS (security.go)
+	Memory   memoryConfig   // memory limit and budgets (memory.go)
 }
 
 // envPrefix prefixes the environment variable of every flag.
@@ -82,6 +95,7 @@ func flagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("sidecache", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML file of settings (flag names without dashes: values); flags and the environment win over it; SIGHUP reloads it")
 	fs.StringVar(&c.Listen, "listen", proxy.DefaultAddr, "TCP address for Redis clients")
 	sizeVar(fs, &c.L1MaxBytes, "l1-max-bytes", l1.DefaultMaxBytes, "memory bound of the in-process L1, counting keys, values and per-entry overhead (e.g. 64mb); 0 turns L1 off")
 	fs.DurationVar(&c.L1TTL, "l1-ttl", l1.DefaultTTL, "longest time L1 serves a value before asking L2 again")
@@ -128,6 +142,9 @@ func flagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, how long to let connections finish before closing them")
 	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	c.Admin.flags(fs)
+	c.Security.flags(fs)
+	c.Memory.flags(fs)
 	return fs
 }
 
@@ -136,6 +153,7 @@ func flagSet(c *config) *flag.FlagSet {
 func parseConfig(args []string, lookup func(string) (string, bool)) (*config, error) {
 	c := &config{}
 	fs := flagSet(c)
+	c.fs = fs
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -153,6 +171,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 			return
 		}
 		if v, ok := lookup(envName(f.Name)); ok {
+			set[f.Name] = true
 			if err := fs.Set(f.Name, v); err != nil {
 				envErr = fmt.Errorf("invalid value %q for environment variable %s: %v", v, envName(f.Name), err)
 			}
@@ -161,7 +180,20 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	if envErr != nil {
 		return nil, envErr
 	}
-	return c, c.validate()
+	if c.ConfigFile != "" {
+		if err := applyConfigFile(c.ConfigFile, fs, set); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	for _, v := range []func() error{c.Admin.validate, c.Security.validate, c.Memory.validate} {
+		if err := v(); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // validate checks each flag on its own; the tiers' constructors check how

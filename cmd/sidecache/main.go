@@ -53,12 +53,15 @@ func run(args []string) int {
 		fmt.Println("sidecache", version)
 		return 0
 	}
-	log, err := newLogger(cfg.LogFormat, cfg.LogLevel)
+	level := zap.NewAtomicLevel()
+	log, err := newLogger(cfg.LogFormat, cfg.LogLevel, level)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sidecache: %v\n", err)
 		return 2
 	}
 	defer log.Sync()
+	cfg.level = level
+	cfg.args = args
 	// go-redis logs its pool's failed dials itself: once per attempt while
 	// the L2 is down. The breaker and the tracker report outages; keep
 	// go-redis's lines for --log-level debug.
@@ -78,7 +81,8 @@ func run(args []string) int {
 func isConfigError(err error) bool {
 	return errors.Is(err, l1.ErrInvalidConfig) || errors.Is(err, embedded.ErrConfig) ||
 		errors.Is(err, remote.ErrConfig) || errors.Is(err, proxy.ErrConfig) ||
-		errors.Is(err, breaker.ErrInvalidSettings) || errors.Is(err, fallback.ErrInvalidConfig)
+		errors.Is(err, breaker.ErrInvalidSettings) || errors.Is(err, fallback.ErrInvalidConfig) ||
+		errors.Is(err, errMemoryBudget)
 }
 
 // store is the L2 as serve uses it.
@@ -172,6 +176,9 @@ func l2TLSConfig(cfg *config) (*tls.Config, error) {
 
 // serve builds the tiers, listens, and serves until SIGINT or SIGTERM.
 func serve(cfg *config, log *zap.Logger) error {
+	if err := cfg.Memory.setup(cfg, log); err != nil {
+		return err
+	}
 	st, settings, err := newStore(cfg, log)
 	if err != nil {
 		return err
@@ -187,7 +194,7 @@ func serve(cfg *config, log *zap.Logger) error {
 		defer close(stop)
 		go applyInvalidations(rs.Invalidations(), t, stop)
 	}
-	srv, err := proxy.New(t.cache(), t.store, proxy.Config{
+	pcfg := proxy.Config{
 		Addr:                   cfg.Listen,
 		MaxClients:             cfg.MaxClients,
 		ProtoMaxBulkLen:        cfg.ProtoMaxBulkLen,
@@ -202,7 +209,13 @@ func serve(cfg *config, log *zap.Logger) error {
 			proxy.Setting{Name: "sidecache-l1-max-bytes", Value: strconv.FormatInt(cfg.L1MaxBytes, 10)},
 			proxy.Setting{Name: "sidecache-l1-ttl", Value: cfg.L1TTL.String()},
 		),
-	})
+	}
+	for _, apply := range []func(*proxy.Config) error{cfg.Security.apply, cfg.Memory.apply} {
+		if err := apply(&pcfg); err != nil {
+			return err
+		}
+	}
+	srv, err := proxy.New(t.cache(), t.store, pcfg)
 	if err != nil {
 		return err
 	}
@@ -210,6 +223,11 @@ func serve(cfg *config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, syscallError(err))
 	}
+	stopAdmin, err := cfg.Admin.start(cfg, log, srv, t)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 	log.Info("sidecache starting",
 		zap.String("version", version),
 		zap.String("listen", cfg.Listen),
@@ -220,18 +238,29 @@ func serve(cfg *config, log *zap.Logger) error {
 		zap.String("l2", l2Name(cfg)),
 		zap.Int("maxclients", cfg.MaxClients),
 		zap.Bool("requirepass", cfg.RequirePass != ""),
+		zap.Object("memory", &cfg.Memory), // the limit and its source (memory.go)
 	)
+	logConfiguration(log, cfg)
 	log.Info("listening", zap.String("addr", ln.Addr().String()))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		log.Error("sidecache stopped", zap.Error(err))
-		return err
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case err := <-served:
+			log.Error("sidecache stopped", zap.Error(err))
+			return err
+		case <-hup:
+			reload(cfg, os.LookupEnv, t, srv, log)
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	stop()
 	log.Info("shutting down", zap.Duration("timeout", cfg.ShutdownTimeout))
@@ -277,13 +306,16 @@ func syscallError(err error) error {
 	return err
 }
 
-func newLogger(format, level string) (*zap.Logger, error) {
+// newLogger builds the logger; its level is atomic, so a reload (SIGHUP)
+// can change it.
+func newLogger(format, level string, atomic zap.AtomicLevel) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
+	atomic.SetLevel(lvl)
 	zc := zap.NewProductionConfig()
-	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Level = atomic
 	zc.Encoding = format
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder

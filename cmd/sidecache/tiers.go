@@ -34,6 +34,47 @@ func isFailure(err error) bool {
 	return err != nil && !errors.As(err, &re) && !errors.Is(err, l2store.ErrOOM) && !errors.Is(err, context.Canceled)
 }
 
+// reload applies cfg's reloadable settings (reload.go) to the running
+// tiers.
+func (t *tiers) reload(cfg *config) error {
+	if t.l1 != nil {
+		if err := t.l1.SetTimes(cfg.L1TTL, cfg.StaleFor, cfg.StaleWhileRevalidate); err != nil {
+			return err
+		}
+	}
+	if t.brk != nil {
+		if err := t.brk.Reconfigure(breakerSettings(cfg)); err != nil {
+			return err
+		}
+	}
+	if t.shield != nil {
+		if err := t.shield.SetRate(cfg.OriginRate, cfg.FillWait); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// breakerSettings maps the flags onto the breaker's Settings.
+func breakerSettings(cfg *config) breaker.Settings {
+	return breaker.Settings{
+		Window:       cfg.BreakerWindow,
+		MinRequests:  cfg.BreakerMinRequests,
+		ErrorRatio:   offIfZero(cfg.BreakerErrorRatio),
+		SlowCall:     cfg.BreakerSlowCall,
+		SlowRatio:    offIfZero(cfg.BreakerSlowRatio),
+		HitRateFloor: cfg.BreakerHitRateFloor,
+		HitRateDrop:  offIfZero(cfg.BreakerHitRateDrop),
+		Baseline:     cfg.BreakerBaseline,
+		OpenFor:      cfg.BreakerOpenFor,
+		Probes:       cfg.BreakerProbes,
+		Timeout:      cfg.L2Timeout,
+		CallTimeout:  cfg.L2Timeout,
+		RetryBudget:  offIfZero(cfg.RetryBudget),
+		IsFailure:    isFailure,
+	}
+}
+
 // offIfZero maps a flag's 0 ("off") to the breaker's Off: a zero Setting
 // selects its default.
 func offIfZero(f float64) float64 {
@@ -48,23 +89,9 @@ func newTiers(cfg *config, st store, log *zap.Logger) (*tiers, error) {
 	t := &tiers{store: st}
 	get := breaker.GetterFunc(st.Get)
 	if rs, ok := st.(*remote.Store); ok {
-		brk, err := breaker.New(get, breaker.Settings{
-			Window:       cfg.BreakerWindow,
-			MinRequests:  cfg.BreakerMinRequests,
-			ErrorRatio:   offIfZero(cfg.BreakerErrorRatio),
-			SlowCall:     cfg.BreakerSlowCall,
-			SlowRatio:    offIfZero(cfg.BreakerSlowRatio),
-			HitRateFloor: cfg.BreakerHitRateFloor,
-			HitRateDrop:  offIfZero(cfg.BreakerHitRateDrop),
-			Baseline:     cfg.BreakerBaseline,
-			OpenFor:      cfg.BreakerOpenFor,
-			Probes:       cfg.BreakerProbes,
-			Timeout:      cfg.L2Timeout,
-			CallTimeout:  cfg.L2Timeout,
-			RetryBudget:  offIfZero(cfg.RetryBudget),
-			IsFailure:    isFailure,
-			Logger:       log.Named("breaker"),
-		})
+		bs := breakerSettings(cfg)
+		bs.Logger = log.Named("breaker")
+		brk, err := breaker.New(get, bs)
 		if err != nil {
 			return nil, err
 		}
