@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,6 +203,19 @@ func (s *Server) infoSection(b *strings.Builder, sec string) {
 		ok, failed := s.stats.cmds.totals()
 		field("requests_ok", ok)
 		field("requests_error", failed)
+		// sidecache_requests_total and the latency histograms, as in /metrics.
+		var reqs []string
+		s.requestCounts(func(v uint64, command, outcome string) {
+			reqs = append(reqs, fmt.Sprintf("requests_%s_%s:%d", strings.ReplaceAll(command, "|", "_"), outcome, v))
+		})
+		sort.Strings(reqs)
+		for _, line := range reqs {
+			b.WriteString(line)
+			b.WriteString("\r\n")
+		}
+		for _, f := range s.latencyFields() {
+			field(f.Name, f.Value)
+		}
 		if s.cfg.Info != nil {
 			for _, f := range s.cfg.Info() {
 				field(f.Name, f.Value)

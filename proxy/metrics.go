@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sidecache/sidecache/l2store/commands"
 )
@@ -210,9 +212,22 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	emit := func(v uint64, command, outcome string) {
+	s.requestCounts(func(v uint64, command, outcome string) {
 		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(v), command, outcome)
-	}
+	})
+	s.mu.Lock()
+	open := len(s.clients)
+	s.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(open))
+	ch <- prometheus.MustNewConstMetric(c.connsTotal, prometheus.CounterValue, float64(s.stats.connections.Load()))
+	ch <- prometheus.MustNewConstMetric(c.rejects, prometheus.CounterValue, float64(s.stats.rejected.Load()))
+}
+
+// requestCounts calls emit with the count of each (command, outcome) of
+// sidecache_requests_total, which INFO sidecache also shows
+// (requests_<command>_<outcome>). GET and MGET always report all their
+// read outcomes; other commands only counts above zero.
+func (s *Server) requestCounts(emit func(v uint64, command, outcome string)) {
 	readMetas := [numReadCmds]*commands.Meta{readGet: mGet, readMGet: mMGet}
 	if s.cache != nil {
 		// GET and MGET: their reads by outcome; a GET refused before it
@@ -247,12 +262,57 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	emitCmd("other", s.stats.cmds.other)
-	s.mu.Lock()
-	open := len(s.clients)
-	s.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(open))
-	ch <- prometheus.MustNewConstMetric(c.connsTotal, prometheus.CounterValue, float64(s.stats.connections.Load()))
-	ch <- prometheus.MustNewConstMetric(c.rejects, prometheus.CounterValue, float64(s.stats.rejected.Load()))
+}
+
+// latencyFields returns, for each tier with a histogram that has
+// observed something, its count, sum and estimated p50 and p99 in
+// microseconds (interpolated within buckets, as PromQL's
+// histogram_quantile does), for INFO sidecache. None before
+// RegisterMetrics.
+func (s *Server) latencyFields() []Setting {
+	d := s.stats.durations.Load()
+	if d == nil {
+		return nil
+	}
+	var out []Setting
+	for _, tier := range []string{TierL1, TierL2, TierOrigin, TierStore} {
+		h, ok := d.vec.WithLabelValues(tier).(prometheus.Metric)
+		if !ok {
+			continue
+		}
+		var m dto.Metric
+		if h.Write(&m) != nil || m.Histogram == nil || m.Histogram.GetSampleCount() == 0 {
+			continue
+		}
+		hist := m.Histogram
+		usec := func(sec float64) string { return strconv.FormatFloat(sec*1e6, 'f', 1, 64) }
+		out = append(out,
+			Setting{"latency_" + tier + "_count", strconv.FormatUint(hist.GetSampleCount(), 10)},
+			Setting{"latency_" + tier + "_sum_usec", usec(hist.GetSampleSum())},
+			Setting{"latency_" + tier + "_p50_usec", usec(bucketQuantile(0.5, hist))},
+			Setting{"latency_" + tier + "_p99_usec", usec(bucketQuantile(0.99, hist))},
+		)
+	}
+	return out
+}
+
+// bucketQuantile estimates the q-quantile of a histogram by linear
+// interpolation within its buckets; past the last bucket, its bound.
+func bucketQuantile(q float64, h *dto.Histogram) float64 {
+	rank := q * float64(h.GetSampleCount())
+	lower, below := 0.0, 0.0
+	for _, b := range h.GetBucket() {
+		n := float64(b.GetCumulativeCount())
+		if n >= rank {
+			in := n - below
+			if in == 0 {
+				return b.GetUpperBound()
+			}
+			return lower + (b.GetUpperBound()-lower)*(rank-below)/in
+		}
+		lower, below = b.GetUpperBound(), n
+	}
+	return lower
 }
 
 // countRejected counts a command refused before it ran: m as classify
