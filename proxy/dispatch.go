@@ -185,7 +185,7 @@ func (s *Server) dispatch(c *client, args [][]byte) {
 	c.lastActive.Store(s.stats.ops.unixSeconds())
 	if c.pinned() {
 		defer s.countPinned(args, c, c.errors.Load())
-		if s.refuseDeniedPinned(c, args) {
+		if s.refuseDeniedPinned(c, args) || s.refuseOOMPinned(c, args) {
 			return
 		}
 		s.pinnedDispatch(c, args) // all to the dedicated connection (pinned.go)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sidecache/sidecache/l2store"
+	"github.com/sidecache/sidecache/l2store/commands"
 )
 
 // Memory bounds of a connection's replies, and the write guard under
@@ -140,4 +141,36 @@ var errOOM = l2store.Error("OOM command not allowed when used memory > 'maxmemor
 // says the process is short of memory.
 func (s *Server) overMemory() bool {
 	return s.cfg.OverMemory != nil && s.cfg.OverMemory()
+}
+
+// refuseOOMPinned answers -OOM, while the process is short of memory, to
+// a command on a pinned connection (in a transaction, after WATCH) as Redis
+// 7.0's processCommand does: a command that may grow memory (denyoom), and
+// inside MULTI any command but EXEC, DISCARD, QUIT and RESET, since
+// queueing takes memory too. The transaction then fails with EXECABORT.
+func (s *Server) refuseOOMPinned(c *client, args [][]byte) bool {
+	if !s.overMemory() {
+		return false
+	}
+	m := commands.Find(args)
+	if m == nil || !m.ArityOK(len(args)) {
+		return false
+	}
+	p := c.pin
+	reject := m.Flags&commands.DenyOOM != 0
+	if p.multi {
+		switch m.Name {
+		case "exec", "discard", "quit", "reset":
+		default:
+			reject = true
+		}
+	}
+	if !reject {
+		return false
+	}
+	if p.multi {
+		p.dirty = true
+	}
+	c.writeReply(errOOM)
+	return true
 }

@@ -210,3 +210,51 @@ func TestOutputConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestOverMemoryInTransaction: on a pinned connection (a remote L2's
+// transaction, after WATCH), while the process is short of memory, a
+// command that may grow memory gets -OOM, and inside MULTI so does any
+// command but EXEC, DISCARD, QUIT and RESET, as in Redis 7.0's
+// processCommand; the transaction fails with EXECABORT and nothing reaches
+// the upstream.
+func TestOverMemoryInTransaction(t *testing.T) {
+	var over atomic.Bool
+	e := newPinEnvConfig(t, proxy.Config{OverMemory: over.Load})
+	c := rdial(t, e.proxy)
+	const oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+	over.Store(true)
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"MULTI"}, "+OK\r\n"},
+		{[]string{"SET", "oomk", "v"}, oom},
+		{[]string{"INCR", "oomn"}, oom},
+		{[]string{"GET", "oomk"}, oom},
+		{[]string{"EXEC"}, "-EXECABORT Transaction discarded because of previous errors.\r\n"},
+		{[]string{"WATCH", "oomk"}, "+OK\r\n"},
+		{[]string{"SET", "oomk", "v"}, oom},
+		{[]string{"GET", "oomk"}, "$-1\r\n"}, // after WATCH, outside MULTI: reads go on
+		{[]string{"UNWATCH"}, "+OK\r\n"},
+	} {
+		if got := c.do(step.args...); got != step.want {
+			t.Fatalf("%q = %q, want %q", step.args, got, step.want)
+		}
+	}
+	if got := e.admin.do("EXISTS", "oomk", "oomn"); got != ":0\r\n" {
+		t.Fatalf("upstream EXISTS = %q: a refused command reached it", got)
+	}
+	over.Store(false)
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"MULTI"}, "+OK\r\n"},
+		{[]string{"SET", "oomk", "v"}, "+QUEUED\r\n"},
+		{[]string{"EXEC"}, "*1\r\n+OK\r\n"},
+	} {
+		if got := c.do(step.args...); got != step.want {
+			t.Fatalf("%q = %q, want %q", step.args, got, step.want)
+		}
+	}
+}

@@ -134,6 +134,12 @@ type pinEnv struct {
 
 func newPinEnv(t *testing.T) *pinEnv {
 	t.Helper()
+	return newPinEnvConfig(t, proxy.Config{})
+}
+
+// newPinEnvConfig is newPinEnv with the proxy configured by cfg.
+func newPinEnvConfig(t *testing.T, cfg proxy.Config) *pinEnv {
+	t.Helper()
 	addr := pinRedis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), pinWait)
 	defer cancel()
@@ -149,7 +155,7 @@ func newPinEnv(t *testing.T) *pinEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, paddr, _ := serveFake(t, cache, st, proxy.Config{})
+	srv, paddr, _ := serveFake(t, cache, st, cfg)
 	return &pinEnv{redis: addr, proxy: paddr, srv: srv, admin: rdial(t, addr)}
 }
 
