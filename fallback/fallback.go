@@ -303,7 +303,7 @@ func (s *Shield) mayRefillAny() bool { return len(s.pacing) == 0 }
 // would never be written again, and the L2's hit rate, which closes the
 // breaker, could not recover.
 func (s *Shield) mayRefill(key []byte) bool {
-	return len(s.pacing) == 0 && !s.flights.has(key)
+	return s.mayRefillAny() && !s.flights.has(key)
 }
 
 // noValue answers a caller for whom there is no value: a miss while

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"time"
 
@@ -25,13 +24,6 @@ type tiers struct {
 	brk    *breaker.Breaker // nil for the embedded L2, which cannot fail apart from the process
 	store  proxy.Store      // the L2 as the proxy runs commands on it (through brk)
 	origin *fallback.HTTPOrigin
-}
-
-// isFailure reports whether an error from the L2 means it could not
-// answer, rather than an answer (a WRONGTYPE, an OOM) or a client that left.
-func isFailure(err error) bool {
-	var re l2store.ReplyError
-	return err != nil && !errors.As(err, &re) && !errors.Is(err, l2store.ErrOOM) && !errors.Is(err, context.Canceled)
 }
 
 // reload applies cfg's reloadable settings (reload.go) to the running
@@ -71,7 +63,6 @@ func breakerSettings(cfg *config) breaker.Settings {
 		Timeout:      cfg.L2Timeout,
 		CallTimeout:  cfg.L2Timeout,
 		RetryBudget:  offIfZero(cfg.RetryBudget),
-		IsFailure:    isFailure,
 	}
 }
 
@@ -104,7 +95,7 @@ func newTiers(cfg *config, st store, log *zap.Logger) (*tiers, error) {
 	}
 	fcfg := fallback.Config{
 		Store:     storeWriter{t.store},
-		IsFailure: isFailure,
+		IsFailure: breaker.DefaultIsFailure,
 		Rate:      cfg.OriginRate,
 		Queue:     cfg.OriginQueue,
 		FillWait:  cfg.FillWait,
@@ -135,7 +126,7 @@ func newTiers(cfg *config, st store, log *zap.Logger) (*tiers, error) {
 		TTL:                  cfg.L1TTL,
 		StaleFor:             cfg.StaleFor,
 		StaleWhileRevalidate: cfg.StaleWhileRevalidate,
-		Failed:               isFailure,
+		Failed:               breaker.DefaultIsFailure,
 	})
 	if err != nil {
 		shield.Close()
